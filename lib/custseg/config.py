@@ -1,0 +1,153 @@
+"""Load and validate configuration: packaged defaults, a user YAML file, then --set overrides.
+
+Every key must exist in the defaults; every value is checked before any Spark work starts, so
+a typo or a bad value is one clear line (exit 2) rather than a stack trace mid-run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from custseg.errors import ConfigError
+
+FIELDS = (
+    "invoice_no", "stock_code", "description", "quantity", "invoice_date",
+    "unit_price", "customer_id", "country", "amount",
+)
+FORMATS = ("auto", "xlsx", "csv", "parquet")
+_FREE_DICTS = {"spark.conf"}
+_NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
+
+Config = dict[str, Any]
+
+
+def load_defaults() -> Config:
+    """The packaged defaults (conf/defaults.yaml)."""
+    text = resources.files("custseg").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _read_yaml(path: str) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of keys")
+    return data
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _merge(base: Config, override: Config, source: str, prefix: str = "") -> None:
+    for key, value in override.items():
+        path = f"{prefix}{key}"
+        if prefix.rstrip(".") in _FREE_DICTS:
+            base[key] = value
+            continue
+        if key not in base:
+            raise ConfigError(f"{source}: unknown config key '{path}'")
+        default = base[key]
+        if isinstance(default, dict) and path not in _FREE_DICTS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{path}' must be a mapping, got {value!r}")
+            _merge(default, value, source, f"{path}.")
+            continue
+        if path in _FREE_DICTS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{path}' must be a mapping, got {value!r}")
+            default.update(value)
+            continue
+        if value is None and (path in _NULLABLE):
+            base[key] = None
+            continue
+        expected = type(default) if default is not None else str
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            want = _type_name(default) if default is not None else "a string or null"
+            raise ConfigError(f"{source}: '{path}' must be {want}, got {value!r}")
+        base[key] = value
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> Config:
+    out: Config = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Checks beyond types: ranges, choices and required column mappings."""
+    if cfg["spark"]["shuffle_partitions"] < 1:
+        raise ConfigError("'spark.shuffle_partitions' must be at least 1, "
+                          f"got {cfg['spark']['shuffle_partitions']}")
+    inp = cfg["input"]
+    if inp["format"] not in FORMATS:
+        raise ConfigError(f"'input.format' must be one of {', '.join(FORMATS)}, "
+                          f"got {inp['format']!r}")
+    try:
+        codecs.lookup(inp["encoding"])
+    except LookupError:
+        raise ConfigError(f"'input.encoding' is not a known encoding: {inp['encoding']!r}") from None
+    if len(inp["csv_delimiter"]) != 1:
+        raise ConfigError(f"'input.csv_delimiter' must be one character, got {inp['csv_delimiter']!r}")
+    formats = inp["date_formats"]
+    if not formats or not all(isinstance(f, str) and f for f in formats):
+        raise ConfigError("'input.date_formats' must be a non-empty list of date patterns")
+    cols = inp["columns"]
+    for field in ("invoice_no", "invoice_date", "customer_id"):
+        if not cols.get(field):
+            raise ConfigError(f"'input.columns.{field}' is required (the source column name)")
+    has_qp = bool(cols.get("quantity")) and bool(cols.get("unit_price"))
+    if not has_qp and not cols.get("amount"):
+        raise ConfigError("'input.columns' needs either 'amount' or both 'quantity' and "
+                          "'unit_price'")
+    codes = cfg["refine"]["non_product_codes"]
+    if not all(isinstance(c, str) for c in codes):
+        raise ConfigError("'refine.non_product_codes' must be a list of strings")
+    if not cfg["refine"]["cancellation_prefix"]:
+        raise ConfigError("'refine.cancellation_prefix' must not be empty")
+
+
+def load_config(conf_file: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides; validated."""
+    cfg = copy.deepcopy(load_defaults())
+    if conf_file:
+        _merge(cfg, _read_yaml(conf_file), f"config file {conf_file}")
+    for item in overrides or []:
+        key, value = _parse_set(item)
+        _merge(cfg, _nest(key, value), f"--set {item}")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,375 @@
+"""Silver: parse, deduplicate and route bronze rows into a star schema, one batch at a time.
+
+Rules, in order: (1) an exact copy of an earlier line (all source fields equal, across
+batches too) is quarantined as ``duplicate``; (2) a missing or unparseable field is
+quarantined with a reason naming it; (3) invoices with the cancellation prefix go to
+``cancellations``; (4) other lines with quantity <= 0 or unit price <= 0 are quarantined as
+``not_a_sale``; (5) the rest is ``fct_invoices``. Each batch reconciles: bronze rows =
+fact + cancellations + quarantine, or the stage fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from custseg import lakehouse
+from custseg.config import Config
+from custseg.errors import InputError, StageError
+from custseg.ingest import BRONZE
+from custseg.sources import SOURCE_FIELDS
+from custseg.summary import StageSummary
+
+FACT = "fct_invoices"
+CANCELLATIONS = "cancellations"
+QUARANTINE = "quarantine"
+REFINE_LOG = "refine_log"
+DIM_CUSTOMER = "dim_customer"
+DIM_PRODUCT = "dim_product"
+DIM_DATETIME = "dim_datetime"
+
+ROUTE_FACT, ROUTE_CANCEL, ROUTE_QUARANTINE = "fact", "cancellation", "quarantine"
+LINEAGE = ["batch_id", "source_file", "source_row", "row_hash"]
+_INT_MAX = 2147483647
+
+
+def parse_whole_number(text: Column) -> Column:
+    """Text to int when it is a finite whole number ("6", "6.0", "1e2"); else null."""
+    d = F.expr(f"try_cast(trim({_sql(text)}) as double)")
+    ok = d.isNotNull() & ~F.isnan(d) & (F.abs(d) <= _INT_MAX) & (d == F.floor(d))
+    return F.when(ok, d.cast("int"))
+
+
+def parse_decimal_number(text: Column) -> Column:
+    """Text to double when it is a finite number; else null."""
+    d = F.expr(f"try_cast(trim({_sql(text)}) as double)")
+    return F.when(d.isNotNull() & ~F.isnan(d) & (F.abs(d) < float("inf")), d)
+
+
+def parse_timestamp(text: Column, formats: list[str]) -> Column:
+    """Text to timestamp with the first matching pattern; null when none matches."""
+    trimmed = F.trim(text)
+    return F.coalesce(*[F.try_to_timestamp(trimmed, F.lit(fmt)) for fmt in formats])
+
+
+def _sql(col: Column) -> str:
+    return col._jc.toString()  # type: ignore[attr-defined]
+
+
+def _blank(col: Column) -> Column:
+    return col.isNull() | (F.trim(col) == "")
+
+
+def parse_fields(bronze: DataFrame, cfg: Config) -> DataFrame:
+    """Typed columns (``p_*``) and the first parse failure (``parse_reason``) per row."""
+    cols = cfg["input"]["columns"]
+    amount_only = not (cols.get("quantity") and cols.get("unit_price"))
+    qty_text = F.col("quantity")
+    price_text = F.col("amount") if amount_only else F.col("unit_price")
+    price_name = "amount" if amount_only else "unit_price"
+    df = bronze.select(
+        "*",
+        F.trim("invoice_no").alias("p_invoice_no"),
+        F.coalesce(F.trim("stock_code"), F.lit("UNKNOWN") if not cols.get("stock_code")
+                   else F.lit(None).cast("string")).alias("p_stock_code"),
+        parse_timestamp(F.col("invoice_date"), cfg["input"]["date_formats"]).alias("p_invoice_date"),
+        (F.lit(1) if amount_only else parse_whole_number(qty_text)).alias("p_quantity"),
+        parse_decimal_number(price_text).alias("p_unit_price"),
+        parse_whole_number(F.col("customer_id")).alias("p_customer_id"),
+    )
+    checks: list[tuple[Column, str]] = [
+        (_blank(F.col("invoice_no")), "missing_invoice_no"),
+        (_blank(F.col("invoice_date")), "missing_invoice_date"),
+        (F.col("p_invoice_date").isNull(), "unparseable_invoice_date"),
+    ]
+    if not amount_only:
+        checks += [
+            (_blank(qty_text), "missing_quantity"),
+            (F.col("p_quantity").isNull(), "unparseable_quantity"),
+        ]
+    checks += [
+        (_blank(price_text), f"missing_{price_name}"),
+        (F.col("p_unit_price").isNull(), f"unparseable_{price_name}"),
+        (~_blank(F.col("customer_id")) & F.col("p_customer_id").isNull(),
+         "unparseable_customer_id"),
+        (F.col("p_stock_code").isNull() | (F.col("p_stock_code") == ""), "missing_stock_code"),
+    ]
+    reason: Column = F.lit(None).cast("string")
+    for cond, name in reversed(checks):
+        reason = F.when(cond, F.lit(name)).otherwise(reason)
+    return df.withColumn("parse_reason", reason)
+
+
+def classify(batch: DataFrame, earlier_hashes: DataFrame | None, cfg: Config) -> DataFrame:
+    """Add ``route`` (fact, cancellation, quarantine) and ``reason`` to every bronze row."""
+    first = Window.partitionBy("row_hash").orderBy("source_file", "source_row")
+    df = batch.withColumn("_copy", F.row_number().over(first))
+    if earlier_hashes is not None:
+        seen = earlier_hashes.select("row_hash").distinct().withColumn("_seen", F.lit(True))
+        df = df.join(seen, "row_hash", "left")
+    else:
+        df = df.withColumn("_seen", F.lit(None).cast("boolean"))
+    df = parse_fields(df, cfg)
+    prefix = cfg["refine"]["cancellation_prefix"].upper()
+    is_dup = (F.col("_copy") > 1) | F.coalesce(F.col("_seen"), F.lit(False))
+    is_cancel = F.upper(F.col("p_invoice_no")).startswith(prefix)
+    not_sale = (F.col("p_quantity") <= 0) | (F.col("p_unit_price") <= 0)
+    reason = (F.when(is_dup, F.lit("duplicate"))
+              .when(F.col("parse_reason").isNotNull(), F.col("parse_reason"))
+              .when(is_cancel, F.lit(None))
+              .when(not_sale, F.lit("not_a_sale")))
+    route = (F.when(reason.isNotNull(), F.lit(ROUTE_QUARANTINE))
+             .when(is_cancel, F.lit(ROUTE_CANCEL))
+             .otherwise(F.lit(ROUTE_FACT)))
+    return df.withColumn("reason", reason).withColumn("route", route).drop("_copy", "_seen")
+
+
+def datetime_key(ts: Column) -> Column:
+    """yyyyMMddHHmm as a long: the fact's key into ``dim_datetime``."""
+    return F.date_format(ts, "yyyyMMddHHmm").cast("long")
+
+
+def fact_rows(classified: DataFrame) -> DataFrame:
+    """The fact table's columns for rows routed to the fact."""
+    return classified.where(F.col("route") == ROUTE_FACT).select(
+        F.col("p_invoice_no").alias("invoice_no"),
+        F.col("p_stock_code").alias("stock_code"),
+        F.col("description"),
+        F.col("p_quantity").alias("quantity"),
+        F.col("p_unit_price").alias("unit_price"),
+        (F.col("p_quantity") * F.col("p_unit_price")).alias("total_price"),
+        F.col("p_invoice_date").alias("invoice_date"),
+        datetime_key(F.col("p_invoice_date")).alias("datetime_key"),
+        F.col("p_customer_id").alias("customer_id"),
+        F.trim("country").alias("country"),
+        *LINEAGE,
+    )
+
+
+def cancellation_rows(classified: DataFrame) -> DataFrame:
+    """Cancellation lines with customer and (negative) amount, for return-rate features."""
+    return classified.where(F.col("route") == ROUTE_CANCEL).select(
+        F.col("p_invoice_no").alias("invoice_no"),
+        F.col("p_stock_code").alias("stock_code"),
+        F.col("description"),
+        F.col("p_quantity").alias("quantity"),
+        F.col("p_unit_price").alias("unit_price"),
+        (F.col("p_quantity") * F.col("p_unit_price")).alias("amount"),
+        F.col("p_invoice_date").alias("invoice_date"),
+        F.col("p_customer_id").alias("customer_id"),
+        F.trim("country").alias("country"),
+        *LINEAGE,
+    )
+
+
+def quarantine_rows(classified: DataFrame) -> DataFrame:
+    """Quarantined rows as they were in bronze, with the reason."""
+    return classified.where(F.col("route") == ROUTE_QUARANTINE).select(
+        *SOURCE_FIELDS, *LINEAGE, "reason",
+    )
+
+
+FACT_SCHEMA = T.StructType([
+    T.StructField("invoice_no", T.StringType(), False),
+    T.StructField("stock_code", T.StringType(), False),
+    T.StructField("description", T.StringType(), True),
+    T.StructField("quantity", T.IntegerType(), False),
+    T.StructField("unit_price", T.DoubleType(), False),
+    T.StructField("total_price", T.DoubleType(), False),
+    T.StructField("invoice_date", T.TimestampType(), False),
+    T.StructField("datetime_key", T.LongType(), False),
+    T.StructField("customer_id", T.IntegerType(), True),
+    T.StructField("country", T.StringType(), True),
+    T.StructField("batch_id", T.StringType(), False),
+    T.StructField("source_file", T.StringType(), False),
+    T.StructField("source_row", T.LongType(), False),
+    T.StructField("row_hash", T.StringType(), False),
+])
+
+
+def ensure_fact_table(spark: SparkSession, path: str) -> None:
+    """Create the fact table with not-null keys and CHECK constraints when absent."""
+    if lakehouse.exists(spark, path):
+        return
+    (DeltaTable.createIfNotExists(spark).location(path).addColumns(FACT_SCHEMA)
+     .property("delta.feature.checkConstraints", "supported").execute())
+    for name, expr in (("quantity_positive", "quantity > 0"),
+                       ("unit_price_positive", "unit_price > 0")):
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")
+
+
+@dataclass
+class BatchCounts:
+    """Rows of one bronze batch by destination."""
+
+    bronze: int
+    fact: int
+    cancellations: int
+    quarantine: dict[str, int]
+
+    @property
+    def quarantined(self) -> int:
+        """All quarantined rows of the batch."""
+        return sum(self.quarantine.values())
+
+
+def _count_batch(spark: SparkSession, path: str, batch_id: str) -> int:
+    if not lakehouse.exists(spark, path):
+        return 0
+    return lakehouse.read(spark, path).where(F.col("batch_id") == batch_id).count()
+
+
+def refine_batch(
+    spark: SparkSession, root: str, batch_id: str, earlier: list[str], cfg: Config
+) -> BatchCounts:
+    """Refine one bronze batch into silver; every write is skipped if already committed."""
+    bronze = lakehouse.read(spark, lakehouse.table_path(root, *BRONZE))
+    batch = bronze.where(F.col("batch_id") == batch_id).drop("source_sha256", "ingested_at")
+    earlier_hashes = (bronze.where(F.col("batch_id").isin(earlier)).select("row_hash")
+                      if earlier else None)
+    classified = classify(batch, earlier_hashes, cfg).persist()
+    try:
+        app_id = f"custseg-refine-{batch_id}"
+        fact_path = lakehouse.table_path(root, "silver", FACT)
+        ensure_fact_table(spark, fact_path)
+        lakehouse.append_once(fact_rows(classified), fact_path, app_id)
+        lakehouse.append_once(cancellation_rows(classified),
+                              lakehouse.table_path(root, "silver", CANCELLATIONS), app_id)
+        lakehouse.append_once(quarantine_rows(classified),
+                              lakehouse.table_path(root, "silver", QUARANTINE), app_id)
+        by_reason = {r["reason"]: r["count"] for r in
+                     classified.where(F.col("route") == ROUTE_QUARANTINE)
+                     .groupBy("reason").count().collect()}
+        bronze_rows = classified.count()
+    finally:
+        classified.unpersist()
+    counts = BatchCounts(
+        bronze=bronze_rows,
+        fact=_count_batch(spark, fact_path, batch_id),
+        cancellations=_count_batch(spark, lakehouse.table_path(root, "silver", CANCELLATIONS),
+                                   batch_id),
+        quarantine=by_reason,
+    )
+    stored_q = _count_batch(spark, lakehouse.table_path(root, "silver", QUARANTINE), batch_id)
+    if counts.bronze != counts.fact + counts.cancellations + stored_q:
+        raise StageError(
+            f"refine: batch {batch_id} does not reconcile: bronze {counts.bronze:,} != "
+            f"fact {counts.fact:,} + cancellations {counts.cancellations:,} + "
+            f"quarantine {stored_q:,}"
+        )
+    log = spark.createDataFrame(
+        [(batch_id, counts.bronze, counts.fact, counts.cancellations, stored_q)],
+        "batch_id string, bronze_rows long, fact_rows long, cancellation_rows long, "
+        "quarantine_rows long",
+    ).withColumn("refined_at", F.current_timestamp())
+    lakehouse.append_once(log, lakehouse.table_path(root, "silver", REFINE_LOG), app_id)
+    return counts
+
+
+def dim_customer(fact: DataFrame) -> DataFrame:
+    """One row per identified customer: main country, first and last purchase."""
+    known = fact.where(F.col("customer_id").isNotNull())
+    by_country = known.groupBy("customer_id", "country").agg(
+        F.count("*").alias("n"), F.max("invoice_date").alias("last"))
+    country = by_country.groupBy("customer_id").agg(
+        F.max_by("country", F.struct("n", "last", "country")).alias("country"))
+    dates = known.groupBy("customer_id").agg(
+        F.min("invoice_date").alias("first_purchase"),
+        F.max("invoice_date").alias("last_purchase"))
+    return dates.join(country, "customer_id").select(
+        "customer_id", "country", "first_purchase", "last_purchase")
+
+
+def dim_product(fact: DataFrame, non_product_codes: list[str]) -> DataFrame:
+    """One row per stock code: its most frequent description and a non-product flag."""
+    described = fact.groupBy("stock_code", "description").count()
+    products = described.groupBy("stock_code").agg(
+        F.max_by("description", F.struct(F.col("description").isNotNull(), "count",
+                                         "description")).alias("description"))
+    codes = [c.upper() for c in non_product_codes]
+    return products.select(
+        "stock_code", "description",
+        F.upper("stock_code").isin(codes).alias("is_non_product"),
+    )
+
+
+def dim_datetime(fact: DataFrame) -> DataFrame:
+    """One row per invoice minute in the fact: calendar attributes for reporting."""
+    ts = F.col("invoice_datetime")
+    return (fact.select("datetime_key", F.col("invoice_date").alias("invoice_datetime"))
+            .dropDuplicates(["datetime_key"])
+            .select(
+                "datetime_key", "invoice_datetime",
+                F.to_date(ts).alias("date"),
+                F.year(ts).alias("year"),
+                F.quarter(ts).alias("quarter"),
+                F.month(ts).alias("month"),
+                ((F.dayofweek(ts) + 5) % 7 + 1).alias("day_of_week"),
+                F.date_format(ts, "EEEE").alias("day_name"),
+                F.weekofyear(ts).alias("week_of_year"),
+                F.hour(ts).alias("hour"),
+            ))
+
+
+def rebuild_dimensions(spark: SparkSession, root: str, cfg: Config) -> dict[str, int]:
+    """Rebuild the dimensions from the fact when the fact changed since their last build."""
+    fact_path = lakehouse.table_path(root, "silver", FACT)
+    fact_version = lakehouse.version(spark, fact_path)
+    fact = lakehouse.read(spark, fact_path)
+    builders = {
+        DIM_CUSTOMER: lambda: dim_customer(fact),
+        DIM_PRODUCT: lambda: dim_product(fact, cfg["refine"]["non_product_codes"]),
+        DIM_DATETIME: lambda: dim_datetime(fact),
+    }
+    written = {}
+    for name, build in builders.items():
+        path = lakehouse.table_path(root, "silver", name)
+        if lakehouse.last_metadata(spark, path).get("fct_invoices_version") == fact_version:
+            continue
+        lakehouse.overwrite(build(), path, {"fct_invoices_version": fact_version})
+        written[f"silver/{name}"] = lakehouse.read(spark, path).count()
+    return written
+
+
+def refine(spark: SparkSession, root: str, cfg: Config) -> StageSummary:
+    """Refine every bronze batch not yet refined, then bring the dimensions up to date."""
+    start = time.time()
+    summary = StageSummary("refine")
+    bronze_path = lakehouse.table_path(root, *BRONZE)
+    if not lakehouse.exists(spark, bronze_path):
+        raise InputError(f"{bronze_path}: no bronze table; run 'custseg ingest' first")
+    batches = [r["batch_id"] for r in
+               lakehouse.read(spark, bronze_path).groupBy("batch_id")
+               .agg(F.min("ingested_at").alias("t")).orderBy("t", "batch_id").collect()]
+    log_path = lakehouse.table_path(root, "silver", REFINE_LOG)
+    done = set()
+    if lakehouse.exists(spark, log_path):
+        done = {r["batch_id"] for r in lakehouse.read(spark, log_path).select("batch_id").collect()}
+    totals = {"silver/fct_invoices": 0, "silver/cancellations": 0, "silver/quarantine": 0}
+    refined: list[str] = [b for b in batches if b in done]
+    for batch_id in batches:
+        if batch_id in done:
+            continue
+        counts = refine_batch(spark, root, batch_id, refined, cfg)
+        refined.append(batch_id)
+        summary.rows_in += counts.bronze
+        totals["silver/fct_invoices"] += counts.fact
+        totals["silver/cancellations"] += counts.cancellations
+        totals["silver/quarantine"] += counts.quarantined
+        for reason, n in counts.quarantine.items():
+            summary.quarantined[reason] = summary.quarantined.get(reason, 0) + n
+        summary.notes.append(
+            f"batch {batch_id} reconciles: {counts.bronze:,} = {counts.fact:,} fact + "
+            f"{counts.cancellations:,} cancellations + {counts.quarantined:,} quarantine")
+    summary.rows_out.update(totals)
+    if len(refined) == len(done) and done:
+        summary.notes.append("no new bronze batches; silver unchanged")
+    if lakehouse.exists(spark, lakehouse.table_path(root, "silver", FACT)):
+        summary.rows_out.update(rebuild_dimensions(spark, root, cfg))
+    summary.seconds = time.time() - start
+    return summary

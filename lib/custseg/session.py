@@ -1,0 +1,56 @@
+"""Build the SparkSession with Delta Lake, locally or under spark-submit / a managed cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from custseg.config import Config
+from custseg.jars import ensure_delta_jars
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def _launched_by_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ or SparkSession.getActiveSession() is not None
+
+
+def build_spark(cfg: Config) -> SparkSession:
+    """A SparkSession with Delta enabled.
+
+    Under spark-submit (or in a notebook with a session already running) the master, jars
+    and Delta settings come from the launcher and are left alone. A plain ``python`` or
+    ``custseg`` launch starts its own JVM with the configured master and the cached Delta jars.
+    """
+    sc = cfg["spark"]
+    if _launched_by_spark_submit():
+        spark = SparkSession.builder.appName(sc["app_name"]).getOrCreate()
+        spark.conf.set("spark.sql.shuffle.partitions", str(sc["shuffle_partitions"]))
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        return spark
+    jars_dir = cfg["delta"]["jars_dir"]
+    jars = ensure_delta_jars(Path(jars_dir) if jars_dir else None)
+    builder = (
+        SparkSession.builder.master(sc["master"])
+        .appName(sc["app_name"])
+        .config("spark.jars", ",".join(jars))
+        .config("spark.driver.memory", sc["driver_memory"])
+        .config("spark.sql.shuffle.partitions", str(sc["shuffle_partitions"]))
+        .config("spark.ui.enabled", str(sc["ui_enabled"]).lower())
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    for key, value in DELTA_CONF.items():
+        builder = builder.config(key, value)
+    for key, value in sc["conf"].items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

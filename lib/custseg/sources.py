@@ -1,0 +1,256 @@
+"""Read a retailer's invoice file (xlsx, csv or parquet) into canonical text columns.
+
+Every source field becomes a string column named after the canonical field (``invoice_no``,
+``quantity``, ...), so files of any layout land in one bronze schema and parsing happens in
+refine, where a bad value is quarantined with a reason instead of failing the load. Typed
+source values are written as text losslessly: whole numbers without ``.0``, date-times as
+``yyyy-MM-dd HH:mm:ss``. Each row keeps its file and its 1-based data row number (the header
+is not counted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from pathlib import Path
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from custseg.config import FIELDS, Config
+from custseg.errors import InputError
+
+SOURCE_FIELDS = FIELDS
+TEXT_TS = "yyyy-MM-dd HH:mm:ss"
+
+
+def detect_format(path: str, configured: str) -> str:
+    """The file format from configuration, else from the extension."""
+    if configured != "auto":
+        return configured
+    p = path.rstrip("/").lower()
+    for ext, fmt in ((".xlsx", "xlsx"), (".xlsm", "xlsx"), (".csv", "csv"),
+                     (".txt", "csv"), (".parquet", "parquet")):
+        if p.endswith(ext):
+            return fmt
+    if os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)):
+        return "parquet"
+    raise InputError(f"{path}: cannot tell the format from the extension; set input.format")
+
+
+def _hadoop_fs(spark: SparkSession, path: str):  # noqa: ANN202
+    jvm = spark.sparkContext._jvm
+    jpath = jvm.org.apache.hadoop.fs.Path(path)
+    return jpath, jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def check_exists(spark: SparkSession, path: str) -> None:
+    """Raise InputError when the input is missing or holds no bytes."""
+    if os.path.isabs(path) or "://" not in path:
+        if not os.path.exists(path):
+            raise InputError(f"{path}: input file not found")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise InputError(f"{path}: input file is empty (0 bytes)")
+        return
+    jpath, fs = _hadoop_fs(spark, path)
+    if not fs.exists(jpath):
+        raise InputError(f"{path}: input file not found")
+
+
+def fingerprint(spark: SparkSession, path: str) -> str:
+    """SHA-256 of the input's content (a folder: of its data files in name order).
+
+    Remote inputs are fingerprinted by their listing (name, size, modification time).
+    """
+    digest = hashlib.sha256()
+    if "://" not in path:
+        p = Path(path)
+        files = [p] if p.is_file() else sorted(
+            f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", "."))
+        )
+        for f in files:
+            digest.update(str(f.relative_to(p) if f != p else f.name).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        return digest.hexdigest()
+    jpath, fs = _hadoop_fs(spark, path)
+    it = fs.listFiles(jpath, True)
+    entries = []
+    while it.hasNext():
+        st = it.next()
+        entries.append(f"{st.getPath().toString()}|{st.getLen()}|{st.getModificationTime()}")
+    for e in sorted(entries):
+        digest.update(e.encode())
+    return digest.hexdigest()
+
+
+def _map_columns(path: str, header: list[str], cfg: Config) -> dict[str, str | None]:
+    """Canonical field -> source column name, case- and space-insensitive."""
+    by_key = {str(h).strip().lower(): h for h in header if h is not None}
+    cols = cfg["input"]["columns"]
+    mapping: dict[str, str | None] = {}
+    for field in SOURCE_FIELDS:
+        wanted = cols.get(field)
+        if not wanted:
+            mapping[field] = None
+            continue
+        found = by_key.get(str(wanted).strip().lower())
+        if found is None:
+            shown = ", ".join(str(h) for h in header if h is not None) or "none"
+            raise InputError(
+                f"{path}: required column '{wanted}' (input.columns.{field}) not found; "
+                f"columns in the file: {shown}"
+            )
+        mapping[field] = found
+    return mapping
+
+
+def _cell_text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.replace(microsecond=0).isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat() + " 00:00:00"
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    return str(value)
+
+
+def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_path(path)
+    except (CalamineError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable xlsx workbook ({exc})") from None
+    sheet_name = cfg["input"]["sheet"] or workbook.sheet_names[0]
+    if sheet_name not in workbook.sheet_names:
+        raise InputError(
+            f"{path}: sheet '{sheet_name}' not found (sheets: {', '.join(workbook.sheet_names)}); "
+            "set input.sheet"
+        )
+    rows = workbook.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
+    while rows and all(v in (None, "") for v in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise InputError(f"{path}: sheet '{sheet_name}' is empty (no header row)")
+    header = [_cell_text(h) for h in rows[0]]
+    mapping = _map_columns(path, header, cfg)
+    index = {h: i for i, h in enumerate(header) if h is not None}
+    data = rows[1:]
+    columns: dict[str, pa.Array] = {}
+    for field in SOURCE_FIELDS:
+        src = mapping[field]
+        if src is None:
+            columns[field] = pa.nulls(len(data), pa.string())
+            continue
+        i = index[src]
+        columns[field] = pa.array(
+            [_cell_text(r[i]) if i < len(r) else None for r in data], pa.string()
+        )
+    columns["source_row"] = pa.array(range(1, len(data) + 1), pa.int64())
+    table = pa.table(columns)
+    parts = max(1, min(spark.sparkContext.defaultParallelism, len(data) // 100_000 + 1))
+    df = spark.createDataFrame(table).repartition(parts)
+    return df.withColumn("source_file", F.lit(path))
+
+
+def _as_text(col: Column, dtype: T.DataType) -> Column:
+    if isinstance(dtype, T.StringType):
+        return F.when(col != "", col)
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        bad = F.isnan(col) | (F.abs(col) == float("inf"))
+        whole = (col == F.floor(col)) & (F.abs(col) < 1e15)
+        return (F.when(col.isNull() | bad, F.lit(None))
+                .when(whole, col.cast("bigint").cast("string"))
+                .otherwise(col.cast("string")))
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return F.date_format(col, TEXT_TS)
+    return col.cast("string")
+
+
+def _canonical(df: DataFrame, path: str, cfg: Config) -> DataFrame:
+    mapping = _map_columns(path, df.columns, cfg)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    cols = []
+    for field in SOURCE_FIELDS:
+        src = mapping[field]
+        if src is None:
+            cols.append(F.lit(None).cast("string").alias(field))
+        else:
+            cols.append(_as_text(F.col(f"`{src}`"), types[src]).alias(field))
+    return df.select(*cols, "source_file", "source_row")
+
+
+def _read_parquet(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
+    df = spark.read.parquet(path)
+    df = df.select(
+        "*",
+        F.col("_metadata.file_path").alias("source_file"),
+        (F.col("_metadata.row_index") + 1).alias("source_row"),
+    )
+    return _canonical(df, path, cfg)
+
+
+def _read_csv(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
+    inp = cfg["input"]
+    raw = (
+        spark.read.option("header", "true").option("inferSchema", "false")
+        .option("encoding", inp["encoding"]).option("sep", inp["csv_delimiter"])
+        .option("mode", "PERMISSIVE").option("multiLine", "false")
+        .csv(path)
+        .withColumn("source_file", F.col("_metadata.file_path"))
+    )
+    if not [c for c in raw.columns if c != "source_file"]:
+        raise InputError(f"{path}: empty file (no header row)")
+    # Row numbers in file order: zipWithIndex numbers partitions in split order, which for
+    # each file is the order of its byte ranges.
+    schema = T.StructType(raw.schema.fields + [T.StructField("_idx", T.LongType(), False)])
+    indexed = raw.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1])).toDF(schema)
+    first = indexed.groupBy("source_file").agg(F.min("_idx").alias("_first"))
+    numbered = (indexed.join(F.broadcast(first), "source_file")
+                .withColumn("source_row", F.col("_idx") - F.col("_first") + 1)
+                .drop("_idx", "_first"))
+    return _canonical(numbered, path, cfg)
+
+
+def read_source(spark: SparkSession, path: str, cfg: Config) -> tuple[DataFrame, str]:
+    """The input as canonical text columns plus ``source_file`` and ``source_row``."""
+    fmt = detect_format(path, cfg["input"]["format"])
+    if fmt == "xlsx":
+        if "://" in path:
+            raise InputError(f"{path}: xlsx input must be a local file; convert it to parquet")
+        df = _read_xlsx(spark, path, cfg)
+    elif fmt == "csv":
+        df = _read_csv(spark, path, cfg)
+    else:
+        df = _read_parquet(spark, path, cfg)
+    return df, fmt
+
+
+def check_encoding(df: DataFrame, path: str, encoding: str) -> None:
+    """Fail when text did not decode (Spark substitutes U+FFFD for undecodable bytes)."""
+    bad = F.lit(False)
+    for field in SOURCE_FIELDS:
+        bad = bad | F.coalesce(F.col(field).contains("\ufffd"), F.lit(False))
+    row = df.filter(bad).select("source_row", *SOURCE_FIELDS).orderBy("source_row").first()
+    if row is None:
+        return
+    column = next(f for f in SOURCE_FIELDS if row[f] and "\ufffd" in row[f])
+    raise InputError(
+        f"{path}: not valid {encoding} text (first at data row {row['source_row']}, "
+        f"column {column}); set input.encoding, e.g. --set input.encoding=latin-1"
+    )
