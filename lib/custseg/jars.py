@@ -100,7 +100,7 @@ def ensure_delta_jars(jars_dir: Path | None = None, quiet: bool = True) -> list[
         shutil.rmtree(jars_dir, ignore_errors=True)
         staging.rename(jars_dir)
     if not quiet:
-        print(f"resolved {package}: {len(keep)} jars in {jars_dir}")
+        print(f"resolved {package}: {len(keep)} jars in {jars_dir}", file=sys.stderr)
     return [str(jars_dir / name) for name in keep]
 
 

@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := .cache/sample.parquet
+UCI := ../shared/data/Online_Retail.xlsx
+INPUT ?= $(if $(wildcard $(UCI)),$(UCI),$(SAMPLE))
+LAKEHOUSE ?= ./lakehouse
+
+.PHONY: setup jars run test lint dist clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+jars: $(STAMP)
+	$(BIN)/python -m custseg.jars > /dev/null
+
+setup: $(STAMP) jars
+
+$(SAMPLE): | $(STAMP)
+	$(BIN)/custseg generate --customers 2000 --out $(SAMPLE) --seed 7
+
+run: setup $(if $(filter $(SAMPLE),$(INPUT)),$(SAMPLE))
+	$(BIN)/custseg run --input $(INPUT) --lakehouse $(LAKEHOUSE)
+
+test: setup
+	$(BIN)/ruff check lib jobs tests bench
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib jobs tests bench
+
+dist: $(STAMP)
+	$(BIN)/python -m custseg.package dist
+
+clean:
+	rm -rf $(VENV) .cache dist build lib/*.egg-info

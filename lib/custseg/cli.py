@@ -1,0 +1,129 @@
+"""``custseg STAGE``: the command line for every stage and for the whole pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Sequence
+
+from custseg.config import Config, load_config
+from custseg.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STAGE_FAILED, CustsegError
+from custseg.summary import StageSummary
+
+PIPELINE = ("ingest", "refine", "report")
+
+
+def log(stage: str, message: str) -> None:
+    """One timestamped line on stdout, tagged with the stage."""
+    now = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
+    print(f"{now} [{stage}] {message}", flush=True)
+
+
+def _print_summary(summary: StageSummary) -> None:
+    now = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
+    for line in summary.lines():
+        print(f"{now} {line}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="custseg",
+        description="Customer segmentation and lifetime value on Spark and Delta Lake.")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    helps = {
+        "ingest": "land an invoice file in bronze/raw_invoices (exactly once)",
+        "refine": "parse, deduplicate and route bronze rows into the silver star schema",
+        "report": "rebuild the gold reporting tables from silver",
+        "run": "all stages in order: " + ", ".join(PIPELINE),
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--lakehouse", required=True, help="lakehouse root (folder or URI)")
+        p.add_argument("--input", help="invoice file: .xlsx, .csv or .parquet (file or folder)")
+        p.add_argument("--conf", help="YAML file overriding conf/defaults.yaml")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one configuration key, e.g. spark.shuffle_partitions=8")
+    gen = sub.add_parser("generate", help="write synthetic invoice lines in the UCI layout")
+    gen.add_argument("--customers", type=int, required=True)
+    gen.add_argument("--out", required=True, help="output path (.parquet or .csv)")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--conf")
+    gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> None:
+    """Build the session and run the stages in order, printing each summary."""
+    from custseg.session import build_spark
+
+    import custseg
+
+    spark = build_spark(cfg)
+    log(args.stage, f"custseg {custseg.__version__} from {custseg.__file__}; "
+        f"Spark {spark.version}, master {spark.sparkContext.master}")
+    for stage in stages:
+        log(stage, "start")
+        if stage == "ingest":
+            from custseg.ingest import ingest
+
+            summary = ingest(spark, args.input, args.lakehouse, cfg)
+        elif stage == "refine":
+            from custseg.refine import refine
+
+            summary = refine(spark, args.lakehouse, cfg)
+        else:
+            from custseg.report import report
+
+            summary = report(spark, args.lakehouse)
+        _print_summary(summary)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns 0 on success, 2 on bad input or configuration, 1 on a failed stage."""
+    args = _parser().parse_args(argv)
+    started = time.time()
+    try:
+        cfg = load_config(args.conf, args.set)
+        if args.stage == "generate":
+            from custseg.generate import generate_to
+            from custseg.session import build_spark
+
+            if args.customers < 1:
+                raise CustsegError("--customers must be at least 1")
+            spark = build_spark(cfg)
+            log("generate", f"{args.customers:,} customers, seed {args.seed} -> {args.out}")
+            rows = generate_to(spark, args.customers, args.out, args.seed)
+            log("generate", f"wrote {rows:,} invoice lines in {time.time() - started:.1f} s")
+            return EXIT_OK
+        if args.stage == "ingest" and not args.input:
+            raise CustsegError("ingest needs --input PATH")
+        if args.stage == "run":
+            stages = PIPELINE if args.input else PIPELINE[1:]
+        else:
+            stages = (args.stage,)
+        run_stages(stages, args, cfg)
+    except CustsegError as exc:
+        stage = args.stage
+        print(f"custseg {stage}: error: {exc}", file=sys.stderr, flush=True)
+        code = exc.exit_code if type(exc) is not CustsegError else EXIT_BAD_INPUT
+        return code
+    except Exception as exc:  # a failed stage: one line for the scheduler, the trace for people
+        import traceback
+
+        traceback.print_exc()
+        print(f"custseg {args.stage}: failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+              file=sys.stderr, flush=True)
+        return EXIT_STAGE_FAILED
+    log(args.stage, f"finished in {time.time() - started:.1f} s")
+    return EXIT_OK
+
+
+def console() -> None:
+    """Console-script wrapper that exits with main's code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
