@@ -1,0 +1,51 @@
+"""Shared fixtures: one local Spark session with Delta for the whole test run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from custseg.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("CUSTSEG_DATA_DIR", REPO.parent / "shared" / "data"))
+
+TEST_SETTINGS = [
+    "spark.master=local[2]",
+    "spark.shuffle_partitions=2",
+    "spark.ui_enabled=false",
+    "spark.driver_memory=3g",
+]
+
+
+@pytest.fixture(scope="session")
+def cfg() -> dict:
+    return load_config(overrides=TEST_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def spark(cfg):
+    from custseg.session import build_spark
+
+    session = build_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.exists():
+        pytest.skip(f"data sets not found at {DATA_DIR} (set CUSTSEG_DATA_DIR)")
+    return DATA_DIR
+
+
+UCI_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+
+
+def write_csv(path: Path, rows: list[str], header: str = UCI_HEADER,
+              encoding: str = "utf-8") -> str:
+    """Write a small CSV with the UCI header and return its path as text."""
+    path.write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
+    return str(path)

@@ -1,0 +1,58 @@
+import pytest
+
+from custseg.config import load_config
+from custseg.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg["input"]["columns"]["invoice_no"] == "InvoiceNo"
+    assert cfg["spark"]["master"] == "local[*]"
+
+
+def test_set_overrides_and_types():
+    cfg = load_config(overrides=["spark.shuffle_partitions=3", "input.sheet=Sheet1",
+                                 "spark.conf={spark.executor.memory: 2g}"])
+    assert cfg["spark"]["shuffle_partitions"] == 3
+    assert cfg["input"]["sheet"] == "Sheet1"
+    assert cfg["spark"]["conf"] == {"spark.executor.memory": "2g"}
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("spark.shuffle_partiton=3", "unknown config key 'spark.shuffle_partiton'"),
+    ("nope=1", "unknown config key 'nope'"),
+    ("spark.shuffle_partitions=abc", "'spark.shuffle_partitions' must be an integer"),
+    ("spark.shuffle_partitions=0", "must be at least 1"),
+    ("spark.ui_enabled=maybe", "'spark.ui_enabled' must be a boolean"),
+    ("input.format=xls", "'input.format' must be one of"),
+    ("input.encoding=klingon", "not a known encoding"),
+    ("input.columns.invoice_no=null", "'input.columns.invoice_no' is required"),
+    ("input.columns.colour=Colour", "unknown config key 'input.columns.colour'"),
+    ("input.date_formats=[]", "non-empty list"),
+    ("noequals", "expected key.path=value"),
+])
+def test_bad_values_are_one_clear_line(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_amount_instead_of_quantity_and_price():
+    cfg = load_config(overrides=["input.columns.quantity=null", "input.columns.unit_price=null",
+                                 "input.columns.amount=Total"])
+    assert cfg["input"]["columns"]["amount"] == "Total"
+    with pytest.raises(ConfigError, match="either 'amount' or both"):
+        load_config(overrides=["input.columns.quantity=null"])
+
+
+def test_config_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("input:\n  sheet: Data\n")
+    assert load_config(str(good))["input"]["sheet"] == "Data"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input:\n  shet: Data\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'input.shet'"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))

@@ -1,0 +1,207 @@
+"""Every refine rule on hand-made files, with the expected routing worked out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from custseg import lakehouse
+from custseg.ingest import ingest
+from custseg.refine import refine
+from tests.conftest import write_csv
+
+BATCH1 = [
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 1 fact
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",    # 2 fact
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 3 dup
+    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527,United Kingdom",                # 4 cancel
+    "536380,22961,JAM MAKING SET,0,2010-12-01 09:45:00,1.45,14527,United Kingdom",         # 5 qty 0
+    "536381,22139,RETROSPOT TEA SET,2,2010-12-01 09:45:00,0,14527,United Kingdom",         # 6 price 0
+    "536382,22139,RETROSPOT TEA SET,-5,2010-12-01 09:45:00,4.25,,United Kingdom",          # 7 qty < 0
+    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",                       # 8 date
+    "536384,22386,JUMBO BAG,three,2010-12-02 10:00:00,1.95,13047,United Kingdom",          # 9 qty
+    "536385,22386,JUMBO BAG,3,2010-12-02 10:00:00,abc,13047,United Kingdom",               # 10 price
+    ",22386,JUMBO BAG,3,2010-12-02 10:00:00,1.95,13047,United Kingdom",                    # 11 invoice
+    "536386,22386,JUMBO BAG,3,,1.95,13047,United Kingdom",                                 # 12 no date
+    "536387,22386,JUMBO BAG,4,12/2/2010 11:30,1.95,, United Kingdom",                      # 13 fact
+    "536388,21730,GLASS STAR,1,2010-12-03 12:00:00,4.25,1235x,France",                     # 14 cust
+    "C536389,22386,JUMBO BAG,-2,2010-12-03 13:00:00,1.95,13047,United Kingdom",            # 15 cancel
+    "536390,POST,POSTAGE,1,2010-12-03 14:00:00,18.0,12583,France",                         # 16 fact
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 17 dup
+    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",                       # 18 dup
+    "536391,22386,JUMBO BAG,2.0,2010-12-04 10:00:00,1.95,13047.0,United Kingdom",          # 19 fact
+]
+BATCH2 = [
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",    # dup
+    "536400,85123A,WHITE HANGING HEART,12,2010-12-05 10:00:00,2.55,17850,United Kingdom",  # fact
+    "536401,71053,WHITE METAL LANTERN,1,2010-12-06 10:00:00,3.39,12583,France",            # fact
+]
+EXPECTED_ROUTES_1 = {
+    1: "fact", 2: "fact", 13: "fact", 16: "fact", 19: "fact",
+    4: "cancellation", 15: "cancellation",
+    3: "duplicate", 17: "duplicate", 18: "duplicate",
+    5: "not_a_sale", 6: "not_a_sale", 7: "not_a_sale",
+    8: "unparseable_invoice_date", 9: "unparseable_quantity", 10: "unparseable_unit_price",
+    11: "missing_invoice_no", 12: "missing_invoice_date", 14: "unparseable_customer_id",
+}
+
+
+@pytest.fixture(scope="module")
+def refined(spark, cfg, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("lh") / "lakehouse")
+    files = tmp_path_factory.mktemp("in")
+    f1 = write_csv(files / "batch1.csv", BATCH1)
+    f2 = write_csv(files / "batch2.csv", BATCH2)
+    ingest(spark, f1, root, cfg)
+    first = refine(spark, root, cfg)
+    versions_after_1 = {t: lakehouse.version(spark, lakehouse.table_path(root, "silver", t))
+                        for t in ("fct_invoices", "cancellations", "quarantine")}
+    fact_after_1 = [r.asDict() for r in
+                    lakehouse.read(spark, lakehouse.table_path(root, "silver", "fct_invoices"))
+                    .orderBy("source_row").collect()]
+    again = refine(spark, root, cfg)
+    versions_after_rerun = {t: lakehouse.version(spark, lakehouse.table_path(root, "silver", t))
+                            for t in ("fct_invoices", "cancellations", "quarantine")}
+    ingest(spark, f2, root, cfg)
+    second = refine(spark, root, cfg)
+    return dict(root=root, first=first, again=again, second=second,
+                versions_after_1=versions_after_1, versions_after_rerun=versions_after_rerun,
+                fact_after_1=fact_after_1, f1=f1, f2=f2)
+
+
+def _table(spark, root, name):
+    return lakehouse.read(spark, lakehouse.table_path(root, "silver", name))
+
+
+def _routes(spark, root, source_file_suffix):
+    routes = {}
+    for r in _table(spark, root, "fct_invoices").collect():
+        if r["source_file"].endswith(source_file_suffix):
+            routes[r["source_row"]] = "fact"
+    for r in _table(spark, root, "cancellations").collect():
+        if r["source_file"].endswith(source_file_suffix):
+            routes[r["source_row"]] = "cancellation"
+    for r in _table(spark, root, "quarantine").collect():
+        if r["source_file"].endswith(source_file_suffix):
+            routes[r["source_row"]] = r["reason"]
+    return routes
+
+
+def test_every_row_routed_as_worked_out_by_hand(spark, refined):
+    assert _routes(spark, refined["root"], "batch1.csv") == EXPECTED_ROUTES_1
+
+
+def test_summary_reconciles(refined):
+    s = refined["first"]
+    assert s.rows_in == 19
+    assert s.rows_out["silver/fct_invoices"] == 5
+    assert s.rows_out["silver/cancellations"] == 2
+    assert s.rows_out["silver/quarantine"] == 12
+    assert s.quarantined == {"duplicate": 3, "not_a_sale": 3, "unparseable_invoice_date": 1,
+                             "unparseable_quantity": 1, "unparseable_unit_price": 1,
+                             "missing_invoice_no": 1, "missing_invoice_date": 1,
+                             "unparseable_customer_id": 1}
+
+
+def test_fact_values(refined):
+    rows = {r["source_row"]: r for r in refined["fact_after_1"]}
+    assert sorted(rows) == [1, 2, 13, 16, 19]
+    assert rows[1]["total_price"] == pytest.approx(15.30)
+    assert rows[2]["total_price"] == pytest.approx(20.34)
+    assert sum(r["total_price"] for r in rows.values()) == pytest.approx(65.34)
+    anon = rows[13]
+    assert anon["customer_id"] is None
+    assert anon["country"] == "United Kingdom"
+    assert anon["invoice_date"] == dt.datetime(2010, 12, 2, 11, 30)
+    assert anon["datetime_key"] == 201012021130
+    assert (rows[19]["quantity"], rows[19]["customer_id"]) == (2, 13047)
+    assert isinstance(rows[1]["customer_id"], int)
+
+
+def test_cancellations_keep_customer_and_amount(spark, refined):
+    rows = {r["invoice_no"]: r for r in _table(spark, refined["root"], "cancellations").collect()}
+    assert set(rows) == {"C536379", "C536389"}
+    assert rows["C536379"]["customer_id"] == 14527
+    assert rows["C536379"]["amount"] == pytest.approx(-27.5)
+    assert rows["C536389"]["amount"] == pytest.approx(-3.9)
+
+
+def test_quarantine_keeps_the_source_text(spark, refined):
+    q = _table(spark, refined["root"], "quarantine")
+    row = q.where(F.col("reason") == "unparseable_quantity").first()
+    assert (row["quantity"], row["source_row"]) == ("three", 9)
+
+
+def test_rerun_changes_nothing(refined):
+    assert refined["versions_after_rerun"] == refined["versions_after_1"]
+    assert refined["again"].rows_in == 0
+    assert any("unchanged" in n for n in refined["again"].notes)
+
+
+def test_new_batch_adds_only_its_rows_and_dedups_across_files(spark, refined):
+    s = refined["second"]
+    assert s.rows_in == 3
+    assert (s.rows_out["silver/fct_invoices"], s.quarantined) == (2, {"duplicate": 1})
+    assert _table(spark, refined["root"], "fct_invoices").count() == 7
+    assert _table(spark, refined["root"], "quarantine").count() == 13
+    assert _routes(spark, refined["root"], "batch2.csv") == {1: "duplicate", 2: "fact", 3: "fact"}
+
+
+def test_refine_log_reconciles_each_batch(spark, refined):
+    log = {r["bronze_rows"]: r for r in _table(spark, refined["root"], "refine_log").collect()}
+    assert set(log) == {19, 3}
+    for n, r in log.items():
+        assert n == r["fact_rows"] + r["cancellation_rows"] + r["quarantine_rows"]
+
+
+def test_dim_customer(spark, refined):
+    rows = {r["customer_id"]: r for r in _table(spark, refined["root"], "dim_customer").collect()}
+    assert set(rows) == {17850, 12583, 13047}
+    assert rows[17850]["country"] == "United Kingdom"
+    assert rows[17850]["first_purchase"] == dt.datetime(2010, 12, 1, 8, 26)
+    assert rows[17850]["last_purchase"] == dt.datetime(2010, 12, 5, 10, 0)
+    assert rows[12583]["country"] == "France"
+    assert rows[13047]["first_purchase"] == rows[13047]["last_purchase"]
+
+
+def test_dim_product(spark, refined):
+    rows = {r["stock_code"]: r for r in _table(spark, refined["root"], "dim_product").collect()}
+    assert set(rows) == {"85123A", "71053", "22386", "POST"}
+    assert rows["POST"]["is_non_product"] is True
+    assert rows["22386"]["is_non_product"] is False
+    assert rows["22386"]["description"] == "JUMBO BAG"
+
+
+def test_dim_datetime(spark, refined):
+    rows = {r["datetime_key"]: r for r in _table(spark, refined["root"], "dim_datetime").collect()}
+    assert set(rows) == {201012010826, 201012021130, 201012031400, 201012041000,
+                         201012051000, 201012061000}
+    wed = rows[201012010826]
+    assert (wed["year"], wed["quarter"], wed["month"], wed["day_of_week"], wed["day_name"],
+            wed["week_of_year"], wed["hour"]) == (2010, 4, 12, 3, "Wednesday", 48, 8)
+    assert wed["date"] == dt.date(2010, 12, 1)
+
+
+def test_fact_constraints_reject_bad_rows(spark, refined):
+    path = lakehouse.table_path(refined["root"], "silver", "fct_invoices")
+    good = lakehouse.read(spark, path).limit(1)
+    with pytest.raises(Exception, match="(?i)check constraint|quantity_positive"):
+        good.withColumn("quantity", F.lit(0)).write.format("delta").mode("append").save(path)
+    with pytest.raises(Exception, match="(?i)null|NOT NULL"):
+        (good.withColumn("invoice_no", F.lit(None).cast("string"))
+         .write.format("delta").mode("append").save(path))
+    assert lakehouse.read(spark, path).count() == 7
+
+
+def test_time_travel(spark, refined):
+    from delta.tables import DeltaTable
+
+    path = lakehouse.table_path(refined["root"], "silver", "fct_invoices")
+    writes = [r["version"] for r in DeltaTable.forPath(spark, path).history()
+              .where("operation = 'WRITE'").orderBy("version").collect()]
+    assert len(writes) == 2
+    counts = [spark.read.format("delta").option("versionAsOf", v).load(path).count()
+              for v in writes]
+    assert counts == [5, 7]
