@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from custseg.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

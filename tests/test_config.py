@@ -1,5 +1,4 @@
 import pytest
-
 from custseg.config import load_config
 from custseg.errors import ConfigError
 

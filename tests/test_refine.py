@@ -5,38 +5,38 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from pyspark.sql import functions as F
-
 from custseg import lakehouse
 from custseg.ingest import ingest
 from custseg.refine import refine
+from pyspark.sql import functions as F
+
 from tests.conftest import write_csv
 
 BATCH1 = [
-    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 1 fact
-    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",    # 2 fact
-    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 3 dup
-    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527,United Kingdom",                # 4 cancel
-    "536380,22961,JAM MAKING SET,0,2010-12-01 09:45:00,1.45,14527,United Kingdom",         # 5 qty 0
-    "536381,22139,RETROSPOT TEA SET,2,2010-12-01 09:45:00,0,14527,United Kingdom",         # 6 price 0
-    "536382,22139,RETROSPOT TEA SET,-5,2010-12-01 09:45:00,4.25,,United Kingdom",          # 7 qty < 0
-    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",                       # 8 date
-    "536384,22386,JUMBO BAG,three,2010-12-02 10:00:00,1.95,13047,United Kingdom",          # 9 qty
-    "536385,22386,JUMBO BAG,3,2010-12-02 10:00:00,abc,13047,United Kingdom",               # 10 price
-    ",22386,JUMBO BAG,3,2010-12-02 10:00:00,1.95,13047,United Kingdom",                    # 11 invoice
-    "536386,22386,JUMBO BAG,3,,1.95,13047,United Kingdom",                                 # 12 no date
-    "536387,22386,JUMBO BAG,4,12/2/2010 11:30,1.95,, United Kingdom",                      # 13 fact
-    "536388,21730,GLASS STAR,1,2010-12-03 12:00:00,4.25,1235x,France",                     # 14 cust
-    "C536389,22386,JUMBO BAG,-2,2010-12-03 13:00:00,1.95,13047,United Kingdom",            # 15 cancel
-    "536390,POST,POSTAGE,1,2010-12-03 14:00:00,18.0,12583,France",                         # 16 fact
-    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",   # 17 dup
-    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",                       # 18 dup
-    "536391,22386,JUMBO BAG,2.0,2010-12-04 10:00:00,1.95,13047.0,United Kingdom",          # 19 fact
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527,United Kingdom",
+    "536380,22961,JAM MAKING SET,0,2010-12-01 09:45:00,1.45,14527,United Kingdom",
+    "536381,22139,RETROSPOT TEA SET,2,2010-12-01 09:45:00,0,14527,United Kingdom",
+    "536382,22139,RETROSPOT TEA SET,-5,2010-12-01 09:45:00,4.25,,United Kingdom",
+    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",
+    "536384,22386,JUMBO BAG,three,2010-12-02 10:00:00,1.95,13047,United Kingdom",
+    "536385,22386,JUMBO BAG,3,2010-12-02 10:00:00,abc,13047,United Kingdom",
+    ",22386,JUMBO BAG,3,2010-12-02 10:00:00,1.95,13047,United Kingdom",
+    "536386,22386,JUMBO BAG,3,,1.95,13047,United Kingdom",
+    "536387,22386,JUMBO BAG,4,12/2/2010 11:30,1.95,, United Kingdom",
+    "536388,21730,GLASS STAR,1,2010-12-03 12:00:00,4.25,1235x,France",
+    "C536389,22386,JUMBO BAG,-2,2010-12-03 13:00:00,1.95,13047,United Kingdom",
+    "536390,POST,POSTAGE,1,2010-12-03 14:00:00,18.0,12583,France",
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+    "536383,22386,JUMBO BAG,3,not a date,1.95,13047,United Kingdom",
+    "536391,22386,JUMBO BAG,2.0,2010-12-04 10:00:00,1.95,13047.0,United Kingdom",
 ]
 BATCH2 = [
-    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",    # dup
-    "536400,85123A,WHITE HANGING HEART,12,2010-12-05 10:00:00,2.55,17850,United Kingdom",  # fact
-    "536401,71053,WHITE METAL LANTERN,1,2010-12-06 10:00:00,3.39,12583,France",            # fact
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",
+    "536400,85123A,WHITE HANGING HEART,12,2010-12-05 10:00:00,2.55,17850,United Kingdom",
+    "536401,71053,WHITE METAL LANTERN,1,2010-12-06 10:00:00,3.39,12583,France",
 ]
 EXPECTED_ROUTES_1 = {
     1: "fact", 2: "fact", 13: "fact", 16: "fact", 19: "fact",
@@ -205,3 +205,58 @@ def test_time_travel(spark, refined):
     counts = [spark.read.format("delta").option("versionAsOf", v).load(path).count()
               for v in writes]
     assert counts == [5, 7]
+
+
+@pytest.fixture(scope="module")
+def reported(spark, refined):
+    from custseg.report import report
+
+    first = report(spark, refined["root"])
+    again = report(spark, refined["root"])
+    return dict(first=first, again=again, root=refined["root"])
+
+
+def _gold(spark, root, name):
+    return lakehouse.read(spark, lakehouse.table_path(root, "gold", name))
+
+
+def test_report_customers(spark, reported):
+    rows = {r["customer_id"]: r for r in _gold(spark, reported["root"], "report_customers")
+            .collect()}
+    assert set(rows) == {17850, 12583, 13047}
+    c = rows[17850]
+    assert (c["orders"], c["items"], c["country"]) == (2, 24, "United Kingdom")
+    assert c["total_purchase"] == pytest.approx(15.30 + 20.34 + 30.60)
+    assert rows[12583]["total_purchase"] == pytest.approx(18.0 + 3.39)
+
+
+def test_report_country_and_month(spark, reported):
+    root = reported["root"]
+    countries = {r["country"]: r for r in _gold(spark, root, "report_country_customers").collect()}
+    uk = countries["United Kingdom"]
+    assert (uk["customers"], uk["invoices"]) == (2, 4)
+    assert uk["revenue"] == pytest.approx(15.30 + 20.34 + 7.80 + 3.90 + 30.60)
+    fr = countries["France"]
+    assert (fr["customers"], fr["invoices"]) == (1, 2)
+    months = _gold(spark, root, "report_year_invoices").collect()
+    assert [(m["year"], m["month"], m["invoices"]) for m in months] == [(2010, 12, 6)]
+    assert months[0]["revenue"] == pytest.approx(65.34 + 30.60 + 3.39)
+
+
+def test_report_transactions_and_products(spark, reported):
+    root = reported["root"]
+    tx = {r["invoice_no"]: r for r in _gold(spark, root, "report_transactions").collect()}
+    assert (tx["536365"]["lines"], tx["536365"]["items"]) == (2, 12)
+    assert tx["536365"]["sales"] == pytest.approx(35.64)
+    assert tx["536387"]["customer_id"] is None
+    products = {r["stock_code"]: r for r in _gold(spark, root, "report_product_invoices").collect()}
+    assert (products["22386"]["invoices"], products["22386"]["quantity"]) == (2, 6)
+    sales = _gold(spark, root, "report_sales")
+    assert sales.count() == 7
+    row = sales.where(F.col("stock_code") == "POST").first()
+    assert (row["product"], row["is_non_product"], row["day_of_week"]) == ("POSTAGE", True, 5)
+
+
+def test_report_rerun_leaves_gold_unchanged(reported):
+    assert any("unchanged" in n for n in reported["again"].notes)
+    assert reported["again"].rows_out == reported["first"].rows_out

@@ -56,9 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> None:
     """Build the session and run the stages in order, printing each summary."""
-    from custseg.session import build_spark
-
     import custseg
+    from custseg.session import build_spark
 
     spark = build_spark(cfg)
     log(args.stage, f"custseg {custseg.__version__} from {custseg.__file__}; "

@@ -26,6 +26,17 @@ _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in F
 
 Config = dict[str, Any]
 
+# Python codec name -> the charset name Spark's CSV reader accepts.
+SPARK_CHARSETS = {
+    "utf-8": "utf-8", "iso8859-1": "iso-8859-1", "ascii": "us-ascii", "utf-16": "utf-16",
+    "utf-16-be": "utf-16be", "utf-16-le": "utf-16le", "utf-32": "utf-32",
+}
+
+
+def spark_charset(encoding: str) -> str:
+    """The Spark CSV charset for an encoding name (``latin-1`` -> ``iso-8859-1``)."""
+    return SPARK_CHARSETS[codecs.lookup(encoding).name]
+
 
 def load_defaults() -> Config:
     """The packaged defaults (conf/defaults.yaml)."""
@@ -118,11 +129,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'input.format' must be one of {', '.join(FORMATS)}, "
                           f"got {inp['format']!r}")
     try:
-        codecs.lookup(inp["encoding"])
+        known = codecs.lookup(inp["encoding"]).name in SPARK_CHARSETS
     except LookupError:
-        raise ConfigError(f"'input.encoding' is not a known encoding: {inp['encoding']!r}") from None
+        known = False
+    if not known:
+        raise ConfigError(f"'input.encoding' is not a known encoding: {inp['encoding']!r} "
+                          "(use utf-8, latin-1, ascii, utf-16 or utf-32)")
     if len(inp["csv_delimiter"]) != 1:
-        raise ConfigError(f"'input.csv_delimiter' must be one character, got {inp['csv_delimiter']!r}")
+        raise ConfigError("'input.csv_delimiter' must be one character, "
+                          f"got {inp['csv_delimiter']!r}")
     formats = inp["date_formats"]
     if not formats or not all(isinstance(f, str) and f for f in formats):
         raise ConfigError("'input.date_formats' must be a non-empty list of date patterns")

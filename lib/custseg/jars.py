@@ -30,7 +30,7 @@ def delta_package() -> str:
 
 
 def default_jars_dir() -> Path:
-    """Cache folder for the jars: ``$CUSTSEG_JARS_DIR`` or ``~/.cache/custseg/jars/<coordinate>``."""
+    """Jar cache: ``$CUSTSEG_JARS_DIR`` or ``~/.cache/custseg/jars/<coordinate>``."""
     env = os.environ.get("CUSTSEG_JARS_DIR")
     if env:
         return Path(env)

@@ -77,7 +77,8 @@ def parse_fields(bronze: DataFrame, cfg: Config) -> DataFrame:
         F.trim("invoice_no").alias("p_invoice_no"),
         F.coalesce(F.trim("stock_code"), F.lit("UNKNOWN") if not cols.get("stock_code")
                    else F.lit(None).cast("string")).alias("p_stock_code"),
-        parse_timestamp(F.col("invoice_date"), cfg["input"]["date_formats"]).alias("p_invoice_date"),
+        parse_timestamp(F.col("invoice_date"), cfg["input"]["date_formats"])
+        .alias("p_invoice_date"),
         (F.lit(1) if amount_only else parse_whole_number(qty_text)).alias("p_quantity"),
         parse_decimal_number(price_text).alias("p_unit_price"),
         parse_whole_number(F.col("customer_id")).alias("p_customer_id"),

@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from custseg.config import FIELDS, Config
+from custseg.config import FIELDS, Config, spark_charset
 from custseg.errors import InputError
 
 SOURCE_FIELDS = FIELDS
@@ -72,7 +72,8 @@ def fingerprint(spark: SparkSession, path: str) -> str:
             f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", "."))
         )
         for f in files:
-            digest.update(str(f.relative_to(p) if f != p else f.name).encode())
+            if f != p:
+                digest.update(str(f.relative_to(p)).encode())
             with open(f, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
@@ -195,8 +196,27 @@ def _canonical(df: DataFrame, path: str, cfg: Config) -> DataFrame:
     return df.select(*cols, "source_file", "source_row")
 
 
+def _nanosecond_columns(path: str) -> set[str]:
+    """Columns stored as TIMESTAMP(NANOS) (pandas' default), which Spark reads only as longs."""
+    if "://" in path:
+        return set()
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(p.rglob("*.parquet"))
+    if not files:
+        return set()
+    schema = pq.read_schema(files[0])
+    return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
 def _read_parquet(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
+    nanos = _nanosecond_columns(path)
+    if nanos:
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
     df = spark.read.parquet(path)
+    for name in nanos:
+        df = df.withColumn(name, F.timestamp_micros(F.floor(F.col(f"`{name}`") / 1000)))
     df = df.select(
         "*",
         F.col("_metadata.file_path").alias("source_file"),
@@ -209,7 +229,7 @@ def _read_csv(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
     inp = cfg["input"]
     raw = (
         spark.read.option("header", "true").option("inferSchema", "false")
-        .option("encoding", inp["encoding"]).option("sep", inp["csv_delimiter"])
+        .option("encoding", spark_charset(inp["encoding"])).option("sep", inp["csv_delimiter"])
         .option("mode", "PERMISSIVE").option("multiLine", "false")
         .csv(path)
         .withColumn("source_file", F.col("_metadata.file_path"))
