@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from custseg.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

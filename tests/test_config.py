@@ -1,4 +1,5 @@
 import pytest
+
 from custseg.config import load_config
 from custseg.errors import ConfigError
 

@@ -8,13 +8,13 @@ import shutil
 import openpyxl
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
+
 from custseg import lakehouse
 from custseg.cli import main
 from custseg.config import load_config
 from custseg.ingest import ingest
 from custseg.refine import refine
-from pyspark.sql import functions as F
-
 from tests.conftest import UCI_HEADER, write_csv
 
 FAST = ["--set", "spark.shuffle_partitions=2"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pyspark.sql import functions as F
+
 from custseg import lakehouse
 from custseg.ingest import ingest
 from custseg.refine import refine
-from pyspark.sql import functions as F
-
 from tests.conftest import write_csv
 
 BATCH1 = [

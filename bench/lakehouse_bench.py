@@ -1,0 +1,81 @@
+"""Benchmark the lakehouse stages and print a table of figures.
+
+    .venv/bin/python bench/lakehouse_bench.py [--customers N] [--xlsx PATH] [--workdir DIR]
+
+Times: reading the UCI workbook (rows/s of the xlsx reader alone and of the whole ingest), then
+generate, ingest, refine and report on N synthetic customers, each in a fresh lakehouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from custseg.config import load_config
+from custseg.generate import generate_to
+from custseg.ingest import ingest
+from custseg.refine import refine
+from custseg.report import report
+from custseg.session import build_spark
+from custseg.sources import read_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(name: str, rows: int, seconds: float) -> str:
+    return f"| {name} | {rows:,} | {seconds:.1f} | {rows / max(seconds, 1e-9):,.0f} |"
+
+
+def main() -> None:
+    """Run the benchmark and print the figures as a Markdown table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--xlsx", default=str(REPO.parent / "shared/data/Online_Retail.xlsx"))
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    cfg = load_config(overrides=args.set)
+    spark = build_spark(cfg)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="custseg-bench-"))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    parts = cfg["spark"]["shuffle_partitions"]
+    lines = [f"machine: {os.cpu_count()} cores; Spark {spark.version}, master "
+             f"{spark.sparkContext.master}, shuffle partitions {parts}",
+             "", "| step | rows | seconds | rows/s |", "| --- | --- | --- | --- |"]
+    if Path(args.xlsx).exists():
+        t = time.time()
+        df, _ = read_source(spark, args.xlsx, cfg)
+        n = df.count()
+        lines.append(_row("xlsx read (UCI workbook, to a Spark DataFrame)", n, time.time() - t))
+        t = time.time()
+        s = ingest(spark, args.xlsx, str(work / "uci"), cfg)
+        lines.append(_row("xlsx ingest (read + bronze write)", s.rows_in, time.time() - t))
+        t = time.time()
+        s = refine(spark, str(work / "uci"), cfg)
+        lines.append(_row("refine (UCI)", s.rows_in, time.time() - t))
+        t = time.time()
+        s = report(spark, str(work / "uci"))
+        lines.append(_row("report (UCI)", s.rows_in, time.time() - t))
+    src = str(work / "generated.parquet")
+    t = time.time()
+    n = generate_to(spark, args.customers, src, seed=1)
+    lines.append(_row(f"generate {args.customers:,} customers", n, time.time() - t))
+    root = str(work / "gen")
+    for name, step in (("ingest", lambda: ingest(spark, src, root, cfg)),
+                       ("refine", lambda: refine(spark, root, cfg)),
+                       ("report", lambda: report(spark, root))):
+        t = time.time()
+        s = step()
+        lines.append(_row(f"{name} ({args.customers:,} customers)", s.rows_in, time.time() - t))
+    print("\n".join(lines))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
