@@ -94,3 +94,23 @@ def test_gold_monthly_revenue_sums_to_fact(spark, uci, expected):
     months = _read(spark, uci["root"], "gold", "report_year_invoices")
     assert months.count() == 13
     assert months.agg(F.sum("revenue")).first()[0] == pytest.approx(expected["revenue"], abs=1e-4)
+
+
+def test_every_customer_rfm_matches_pandas(spark, uci, expected):
+    from custseg.config import load_config
+    from custseg.segment import segment
+
+    cfg = load_config(overrides=["spark.shuffle_partitions=2", "cluster.k_min=2",
+                                 "cluster.k_max=3"])
+    summary = segment(spark, uci["root"], cfg)
+    assert "as of 2011-12-10" in summary.notes
+    rfm = _read(spark, uci["root"], "gold", "rfm_segments").toPandas().set_index(
+        "customer_id").sort_index()
+    want = expected["per_customer"].sort_index()
+    as_of = pd.Timestamp("2011-12-10")
+    want_recency = (as_of - want["last"].dt.normalize()).dt.days
+    assert list(rfm.index) == list(want.index)
+    assert (rfm["recency_days"] == want_recency).all()
+    assert (rfm["frequency"] == want["orders"]).all()
+    assert (rfm["monetary"] - want["total"]).abs().max() < 1e-6
+    assert rfm["segment"].notna().all()

@@ -12,7 +12,7 @@ from custseg.config import Config, load_config
 from custseg.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STAGE_FAILED, CustsegError
 from custseg.summary import StageSummary
 
-PIPELINE = ("ingest", "refine", "report")
+PIPELINE = ("ingest", "refine", "report", "segment")
 
 
 def log(stage: str, message: str) -> None:
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "ingest": "land an invoice file in bronze/raw_invoices (exactly once)",
         "refine": "parse, deduplicate and route bronze rows into the silver star schema",
         "report": "rebuild the gold reporting tables from silver",
+        "segment": "RFM scores, named segments and KMeans clusters as of a date (MLflow)",
         "run": "all stages in order: " + ", ".join(PIPELINE),
     }
     for name, text in helps.items():
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--conf", help="YAML file overriding conf/defaults.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key, e.g. spark.shuffle_partitions=8")
+        if name in ("segment", "run"):
+            p.add_argument("--as-of", help="segment as of this date (yyyy-mm-dd); default: "
+                                           "the day after the last invoice")
+            p.add_argument("--use-champion", action="store_true",
+                           help="assign clusters with the registered champion model")
     gen = sub.add_parser("generate", help="write synthetic invoice lines in the UCI layout")
     gen.add_argument("--customers", type=int, required=True)
     gen.add_argument("--out", required=True, help="output path (.parquet or .csv)")
@@ -72,10 +78,14 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             from custseg.refine import refine
 
             summary = refine(spark, args.lakehouse, cfg)
-        else:
+        elif stage == "report":
             from custseg.report import report
 
             summary = report(spark, args.lakehouse)
+        else:
+            from custseg.segment import segment
+
+            summary = segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
         _print_summary(summary)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import copy
+import datetime as dt
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ FIELDS = (
 FORMATS = ("auto", "xlsx", "csv", "parquet")
 _FREE_DICTS = {"spark.conf"}
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
+_NULL_TYPES: dict[str, type] = {
+    "cluster.k": int, "segment.as_of": str, "mlflow.tracking_uri": str,
+    "mlflow.artifact_location": str,
+}
+_NULLABLE |= set(_NULL_TYPES)
+CLUSTER_FEATURES = (
+    "recency_days", "frequency", "monetary", "tenure_days", "avg_order_value",
+    "distinct_products", "days_between_purchases", "return_rate",
+)
 
 Config = dict[str, Any]
 
@@ -50,6 +60,8 @@ def _read_yaml(path: str) -> Config:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: bad value ({exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -85,15 +97,18 @@ def _merge(base: Config, override: Config, source: str, prefix: str = "") -> Non
                 raise ConfigError(f"{source}: '{path}' must be a mapping, got {value!r}")
             default.update(value)
             continue
+        if isinstance(value, dt.date):
+            value = value.isoformat()
         if value is None and (path in _NULLABLE):
             base[key] = None
             continue
-        expected = type(default) if default is not None else str
+        expected = type(default) if default is not None else _NULL_TYPES.get(path, str)
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
-            want = _type_name(default) if default is not None else "a string or null"
+            want = (_type_name(default) if default is not None
+                    else f"{_type_name(_NULL_TYPES.get(path, str)())} or null")
             raise ConfigError(f"{source}: '{path}' must be {want}, got {value!r}")
         base[key] = value
 
@@ -104,7 +119,7 @@ def _parse_set(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         value = raw
     return key.strip(), value
 
@@ -154,6 +169,73 @@ def validate(cfg: Config) -> None:
         raise ConfigError("'refine.non_product_codes' must be a list of strings")
     if not cfg["refine"]["cancellation_prefix"]:
         raise ConfigError("'refine.cancellation_prefix' must not be empty")
+    _validate_models(cfg)
+
+
+def _score_list(value: Any, where: str) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5
+                       for v in value)):
+        raise ConfigError(f"{where} must be a list of scores from 1 to 5, got {value!r}")
+    return value
+
+
+def validate_segments(seg: Config) -> None:
+    """Every R-F pair maps to exactly one segment; every M score to exactly one tier."""
+    owner: dict[tuple[int, int], str] = {}
+    for i, entry in enumerate(seg["segments"]):
+        if not isinstance(entry, dict) or set(entry) != {"name", "r", "f"} \
+                or not isinstance(entry["name"], str):
+            raise ConfigError(f"'segment.segments[{i}]' must be {{name, r, f}}, got {entry!r}")
+        for r in _score_list(entry["r"], f"'segment.segments[{i}].r'"):
+            for f in _score_list(entry["f"], f"'segment.segments[{i}].f'"):
+                if (r, f) in owner:
+                    raise ConfigError(f"'segment.segments': R{r} F{f} is in both "
+                                      f"'{owner[(r, f)]}' and '{entry['name']}'")
+                owner[(r, f)] = entry["name"]
+    missing = [f"R{r} F{f}" for r in range(1, 6) for f in range(1, 6) if (r, f) not in owner]
+    if missing:
+        raise ConfigError(f"'segment.segments' maps no segment for {', '.join(missing)}")
+    tiers: dict[int, str] = {}
+    for i, entry in enumerate(seg["value_tiers"]):
+        if not isinstance(entry, dict) or set(entry) != {"name", "m"}:
+            raise ConfigError(f"'segment.value_tiers[{i}]' must be {{name, m}}, got {entry!r}")
+        for m in _score_list(entry["m"], f"'segment.value_tiers[{i}].m'"):
+            if m in tiers:
+                raise ConfigError(f"'segment.value_tiers': M{m} is in both '{tiers[m]}' and "
+                                  f"'{entry['name']}'")
+            tiers[m] = entry["name"]
+    if len(tiers) != 5:
+        gaps = [f"M{m}" for m in range(1, 6) if m not in tiers]
+        raise ConfigError(f"'segment.value_tiers' maps no tier for {', '.join(gaps)}")
+
+
+def _validate_models(cfg: Config) -> None:
+    seg = cfg["segment"]
+    if seg["as_of"] is not None:
+        try:
+            dt.date.fromisoformat(seg["as_of"])
+        except ValueError:
+            raise ConfigError(f"'segment.as_of' must be a date yyyy-mm-dd, got {seg['as_of']!r}") \
+                from None
+    windows = seg["windows_days"]
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in windows):
+        raise ConfigError(f"'segment.windows_days' must be positive whole days, got {windows!r}")
+    if seg["score_accuracy"] < 100:
+        raise ConfigError("'segment.score_accuracy' must be at least 100")
+    validate_segments(seg)
+    cl = cfg["cluster"]
+    unknown = [f for f in cl["features"] if f not in CLUSTER_FEATURES]
+    if not cl["features"] or unknown:
+        raise ConfigError(f"'cluster.features' must be a non-empty list from "
+                          f"{', '.join(CLUSTER_FEATURES)}; unknown: {unknown}")
+    if not 2 <= cl["k_min"] <= cl["k_max"]:
+        raise ConfigError(f"'cluster.k_min' and 'cluster.k_max' need 2 <= k_min <= k_max, got "
+                          f"{cl['k_min']} and {cl['k_max']}")
+    if cl["k"] is not None and cl["k"] < 2:
+        raise ConfigError(f"'cluster.k' must be at least 2, got {cl['k']}")
+    if cl["max_iter"] < 1:
+        raise ConfigError("'cluster.max_iter' must be at least 1")
 
 
 def load_config(conf_file: str | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,0 +1,137 @@
+"""KMeans customer clusters on log1p-transformed, standardised RFM features.
+
+The fitted model is one Spark ``PipelineModel`` (log transform, assembler, scaler, KMeans), so
+the registered model assigns new customers from raw features. k is swept; the best silhouette
+wins unless configuration fixes k, and the elbow of the within-cluster sum of squares is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from custseg.config import Config
+
+
+@dataclass
+class Sweep:
+    """Within-cluster sum of squares and silhouette for each k tried."""
+
+    wcss: dict[int, float] = field(default_factory=dict)
+    silhouette: dict[int, float] = field(default_factory=dict)
+    chosen_k: int = 0
+    elbow_k: int = 0
+
+
+def prep_pipeline(features: list[str]) -> Pipeline:
+    """log1p (nulls and negatives as 0), assemble, standardise."""
+    logs = ", ".join(
+        f"log1p(greatest(coalesce(CAST({f} AS DOUBLE), 0D), 0D)) AS log_{f}" for f in features)
+    return Pipeline(stages=[
+        SQLTransformer(statement=f"SELECT *, {logs} FROM __THIS__"),
+        VectorAssembler(inputCols=[f"log_{f}" for f in features], outputCol="raw_features"),
+        StandardScaler(inputCol="raw_features", outputCol="features", withMean=True,
+                       withStd=True),
+    ])
+
+
+def elbow(wcss: dict[int, float]) -> int:
+    """The k farthest below the straight line from the first to the last point (kneedle)."""
+    ks = sorted(wcss)
+    if len(ks) < 3:
+        return ks[0]
+    x0, x1, y0, y1 = ks[0], ks[-1], wcss[ks[0]], wcss[ks[-1]]
+    span_y = (y0 - y1) or 1.0
+
+    def gap(k: int) -> float:
+        line = y0 + (y1 - y0) * (k - x0) / (x1 - x0)
+        return (line - wcss[k]) / span_y
+
+    return max(ks[1:-1], key=gap)
+
+
+def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep]:
+    """Sweep k over the configured range and return the chosen model and the sweep."""
+    cl = cfg["cluster"]
+    prep = prep_pipeline(cl["features"]).fit(features)
+    x = prep.transform(features).select("customer_id", "features").cache()
+    n = x.count()
+    k_max = min(cl["k_max"], max(2, n - 1))
+    ks = [cl["k"]] if cl["k"] else list(range(cl["k_min"], k_max + 1))
+    if cl["k"] and cl["k_min"] <= cl["k"] <= k_max:
+        ks = list(range(cl["k_min"], k_max + 1))
+    evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="cluster")
+    sweep = Sweep()
+    models = {}
+    for k in ks:
+        km = KMeans(k=k, seed=cl["seed"], maxIter=cl["max_iter"], featuresCol="features",
+                    predictionCol="cluster").fit(x)
+        models[k] = km
+        sweep.wcss[k] = float(km.summary.trainingCost)
+        sweep.silhouette[k] = float(evaluator.evaluate(km.transform(x)))
+    x.unpersist()
+    sweep.chosen_k = cl["k"] or max(ks, key=lambda k: (sweep.silhouette[k], -k))
+    sweep.elbow_k = elbow(sweep.wcss)
+    model = PipelineModel(stages=[*prep.stages, models[sweep.chosen_k]])
+    return model, sweep
+
+
+def assign(model: PipelineModel, features: DataFrame) -> DataFrame:
+    """customer_id, as_of and cluster for every customer."""
+    return model.transform(features).select("customer_id", "as_of",
+                                            F.col("cluster").cast("int").alias("cluster"))
+
+
+def profiles(assigned: DataFrame, segments: DataFrame) -> DataFrame:
+    """Per cluster: size, shares, mean and median R, F, M, and the dominant RFM segment."""
+    df = assigned.join(segments.select("customer_id", "recency_days", "frequency", "monetary",
+                                       "segment"), "customer_id")
+    totals = df.agg(F.count("*").alias("all_customers"), F.sum("monetary").alias("all_revenue"))
+    per = df.groupBy("as_of", "cluster").agg(
+        F.count("*").alias("customers"),
+        F.sum("monetary").alias("revenue"),
+        F.avg("recency_days").alias("mean_recency_days"),
+        F.percentile_approx("recency_days", 0.5, 10000).cast("double")
+        .alias("median_recency_days"),
+        F.avg("frequency").alias("mean_frequency"),
+        F.percentile_approx("frequency", 0.5, 10000).cast("double").alias("median_frequency"),
+        F.avg("monetary").alias("mean_monetary"),
+        F.percentile_approx("monetary", 0.5, 10000).alias("median_monetary"),
+    )
+    dominant = (df.groupBy("cluster", "segment").count().groupBy("cluster")
+                .agg(F.max_by("segment", F.struct("count", "segment")).alias("dominant_segment")))
+    return (per.join(dominant, "cluster").crossJoin(F.broadcast(totals))
+            .withColumn("share_customers", F.col("customers") / F.col("all_customers"))
+            .withColumn("share_revenue", F.col("revenue") / F.col("all_revenue"))
+            .drop("all_customers", "all_revenue"))
+
+
+def name_clusters(profile_rows: list[dict], overall: dict[str, float]) -> dict[int, str]:
+    """A readable name per cluster from its medians against the overall medians."""
+    names: dict[int, str] = {}
+    for p in sorted(profile_rows, key=lambda r: -r["mean_monetary"]):
+        rec = "recent" if p["median_recency_days"] <= overall["recency_days"] else "lapsed"
+        freq = ("frequent" if p["median_frequency"] > overall["frequency"]
+                else "occasional")
+        ratio = p["median_monetary"] / overall["monetary"] if overall["monetary"] else 1.0
+        spend = ("top spenders" if ratio >= 4 else "high spenders" if ratio > 1.25
+                 else "low spenders" if ratio < 0.8 else "mid spenders")
+        name = f"{rec} {freq} {spend}"
+        if name in names.values():
+            name = f"{name} ({p['cluster']})"
+        names[p["cluster"]] = name
+    return names
+
+
+def overall_medians(segments: DataFrame) -> dict[str, float]:
+    """Medians of recency, frequency and monetary over all customers (one small row)."""
+    row = segments.agg(*[F.percentile_approx(F.col(c).cast("double"), 0.5, 10000).alias(c)
+                         for c in ("recency_days", "frequency", "monetary")]).first()
+    return {k: float(row[k]) for k in ("recency_days", "frequency", "monetary")}

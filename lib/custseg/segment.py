@@ -1,0 +1,177 @@
+"""The segment stage: RFM segments and KMeans clusters as of a date, tracked in MLflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from custseg import lakehouse, tracking
+from custseg.clusters import assign, fit_clusters, name_clusters, overall_medians, profiles
+from custseg.config import Config
+from custseg.errors import InputError
+from custseg.refine import CANCELLATIONS, FACT
+from custseg.rfm import customer_features, default_as_of, rfm_segments
+from custseg.summary import StageSummary
+
+MODEL_NAME = "custseg-segmentation"
+RFM_SEGMENTS = "rfm_segments"
+CUSTOMER_CLUSTERS = "customer_clusters"
+CLUSTER_PROFILES = "cluster_profiles"
+
+
+def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
+    """Replace the rows of one as-of date (other dates are kept, so history builds)."""
+    (df.write.format("delta").mode("overwrite")
+     .option("replaceWhere", f"as_of = DATE'{as_of.isoformat()}'")
+     .partitionBy("as_of").save(path))
+
+
+def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None) -> dt.date:
+    """--as-of, else segment.as_of, else the day after the last invoice."""
+    text = as_of or cfg["segment"]["as_of"]
+    if text:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise InputError(f"--as-of must be a date yyyy-mm-dd, got {text!r}") from None
+    return default_as_of(lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT)))
+
+
+def _charts(sweep, folder: str) -> str:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(sweep.wcss)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ks, [sweep.wcss[k] for k in ks], marker="o")
+    a.axvline(sweep.elbow_k, linestyle="--", color="grey", label=f"elbow k={sweep.elbow_k}")
+    a.set(title="Within-cluster sum of squares", xlabel="k")
+    a.legend()
+    b.plot(ks, [sweep.silhouette[k] for k in ks], marker="o", color="tab:green")
+    b.axvline(sweep.chosen_k, linestyle="--", color="grey", label=f"chosen k={sweep.chosen_k}")
+    b.set(title="Silhouette", xlabel="k")
+    b.legend()
+    fig.tight_layout()
+    path = os.path.join(folder, "elbow_silhouette.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def segment(
+    spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
+    use_champion: bool = False,
+) -> StageSummary:
+    """Write gold/rfm_segments, gold/customer_clusters and gold/cluster_profiles for a date."""
+    import mlflow
+    import mlflow.spark
+
+    start = time.time()
+    summary = StageSummary("segment")
+    fact_path = lakehouse.table_path(root, "silver", FACT)
+    if not lakehouse.exists(spark, fact_path):
+        raise InputError(f"{fact_path}: no silver table; run 'custseg refine' first")
+    date = resolve_as_of(spark, root, cfg, as_of)
+    fact = lakehouse.read(spark, fact_path)
+    cancel_path = lakehouse.table_path(root, "silver", CANCELLATIONS)
+    cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
+                     else spark.createDataFrame([], "customer_id int, invoice_date timestamp, "
+                                                    "amount double"))
+    features = customer_features(fact, cancellations, date, cfg["segment"]["windows_days"])
+    features = features.persist()
+    n = features.count()
+    if n < 3:
+        features.unpersist()
+        raise InputError(f"segment: only {n} customers with purchases before {date}")
+    summary.rows_in = n
+    rfm_path = lakehouse.table_path(root, "gold", RFM_SEGMENTS)
+    replace_as_of(rfm_segments(features, cfg), rfm_path, date)
+    segments = lakehouse.read(spark, rfm_path).where(F.col("as_of") == F.lit(date))
+    counts = {r["segment"]: r["count"] for r in segments.groupBy("segment").count().collect()}
+    summary.rows_out["gold/rfm_segments"] = sum(counts.values())
+    summary.notes.append(f"as of {date}")
+    for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        summary.notes.append(f"segment {name}: {count:,} ({count / n:.1%})")
+
+    tracking.configure(root, cfg)
+    with mlflow.start_run(run_name=f"segment {date}") as run:
+        mlflow.log_params({"as_of": str(date), "features": ",".join(cfg["cluster"]["features"]),
+                           "k_min": cfg["cluster"]["k_min"], "k_max": cfg["cluster"]["k_max"],
+                           "k_fixed": cfg["cluster"]["k"], "seed": cfg["cluster"]["seed"],
+                           "use_champion": use_champion, "customers": n})
+        mlflow.log_metrics({f"segment_{k.lower().replace(' ', '_')}": v
+                            for k, v in counts.items()})
+        if use_champion:
+            version = tracking.champion_version(MODEL_NAME)
+            if version is None:
+                raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
+                                 f"{MODEL_NAME} is registered yet")
+            model = mlflow.spark.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}")
+            summary.notes.append(f"clusters assigned by {MODEL_NAME} version {version}")
+        else:
+            model, sweep = fit_clusters(features, cfg)
+            for k in sorted(sweep.wcss):
+                mlflow.log_metric("wcss", sweep.wcss[k], step=k)
+                mlflow.log_metric("silhouette", sweep.silhouette[k], step=k)
+            mlflow.log_metrics({"chosen_k": sweep.chosen_k, "elbow_k": sweep.elbow_k,
+                                "chosen_silhouette": sweep.silhouette[sweep.chosen_k]})
+            summary.notes.append(
+                f"k = {sweep.chosen_k} (silhouette {sweep.silhouette[sweep.chosen_k]:.3f}); "
+                f"elbow at k = {sweep.elbow_k}; silhouette by k: "
+                + ", ".join(f"{k}: {s:.3f}" for k, s in sorted(sweep.silhouette.items())))
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(_charts(sweep, tmp))
+            info = mlflow.spark.log_model(model, artifact_path="model",
+                                          registered_model_name=MODEL_NAME)
+            version = info.registered_model_version
+            tracking.set_champion(MODEL_NAME, version)
+            summary.notes.append(f"registered {MODEL_NAME} version {version} as "
+                                 f"'{tracking.CHAMPION}'")
+        assigned = assign(model, features).persist()
+        profile = profiles(assigned, segments).persist()
+        rows = [r.asDict() for r in profile.collect()]
+        names = name_clusters(rows, overall_medians(segments))
+        name_df = spark.createDataFrame([(k, v) for k, v in names.items()],
+                                        "cluster int, cluster_name string")
+        clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
+        replace_as_of(assigned.join(F.broadcast(name_df), "cluster")
+                      .select("customer_id", "as_of", "cluster", "cluster_name"),
+                      clusters_path, date)
+        profiles_path = lakehouse.table_path(root, "gold", CLUSTER_PROFILES)
+        replace_as_of(profile.join(F.broadcast(name_df), "cluster")
+                      .withColumn("model_version", F.lit(str(version))), profiles_path, date)
+        assigned.unpersist()
+        profile.unpersist()
+        features.unpersist()
+        summary.rows_out["gold/customer_clusters"] = sum(r["customers"] for r in rows)
+        summary.rows_out["gold/cluster_profiles"] = len(rows)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cluster_profiles.csv")
+            import csv
+
+            keys = list(rows[0].keys()) + ["cluster_name"]
+            with open(path, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=keys)
+                writer.writeheader()
+                for r in sorted(rows, key=lambda r: r["cluster"]):
+                    writer.writerow({**r, "cluster_name": names[r["cluster"]]})
+            mlflow.log_artifact(path)
+        summary.notes.append(f"mlflow run {run.info.run_id}")
+    for r in sorted(rows, key=lambda r: -r["share_revenue"]):
+        summary.notes.append(
+            f"cluster {r['cluster']} '{names[r['cluster']]}': {r['customers']:,} customers "
+            f"({r['share_customers']:.1%}), {r['share_revenue']:.1%} of revenue, median R "
+            f"{r['median_recency_days']:.0f} d, F {r['median_frequency']:.0f}, M "
+            f"{r['median_monetary']:,.0f}; mostly {r['dominant_segment']}")
+    from custseg.report import refresh_customer_report
+
+    summary.rows_out["gold/report_customers"] = refresh_customer_report(spark, root)
+    summary.seconds = time.time() - start
+    return summary

@@ -1,0 +1,113 @@
+"""The segment stage on a generated sample: history by as-of date, clusters, MLflow registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from custseg import lakehouse
+from custseg.config import load_config
+from custseg.generate import generate_to
+from custseg.ingest import ingest
+from custseg.refine import refine
+from custseg.segment import MODEL_NAME, segment
+
+SETTINGS = ["spark.shuffle_partitions=2", "cluster.k_min=2", "cluster.k_max=4",
+            "segment.windows_days=[90]"]
+
+
+@pytest.fixture(scope="module")
+def seg(spark, tmp_path_factory):
+    cfg = load_config(overrides=SETTINGS)
+    base = tmp_path_factory.mktemp("seg")
+    src = str(base / "sample.parquet")
+    generate_to(spark, 1500, src, seed=9)
+    root = str(base / "lakehouse")
+    ingest(spark, src, root, cfg)
+    refine(spark, root, cfg)
+    first = segment(spark, root, cfg, as_of="2011-12-01")
+    again = segment(spark, root, cfg, as_of="2011-12-01")
+    clusters_fitted = {r["customer_id"]: r["cluster"] for r in
+                       lakehouse.read(spark, lakehouse.table_path(root, "gold",
+                                                                  "customer_clusters")).collect()}
+    champion = segment(spark, root, cfg, as_of="2011-12-01", use_champion=True)
+    later = segment(spark, root, cfg, as_of="2011-12-11")
+    return dict(root=root, cfg=cfg, first=first, again=again, champion=champion, later=later,
+                clusters_fitted=clusters_fitted)
+
+
+def _gold(spark, root, name):
+    return lakehouse.read(spark, lakehouse.table_path(root, "gold", name))
+
+
+def test_rerunning_an_as_of_date_replaces_its_rows(spark, seg):
+    rfm = _gold(spark, seg["root"], "rfm_segments")
+    per_date = {r["as_of"]: r["count"] for r in rfm.groupBy("as_of").count().collect()}
+    assert set(per_date) == {dt.date(2011, 12, 1), dt.date(2011, 12, 11)}
+    assert per_date[dt.date(2011, 12, 1)] == seg["first"].rows_out["gold/rfm_segments"]
+    assert rfm.groupBy("as_of", "customer_id").count().where("count > 1").count() == 0
+    clusters = _gold(spark, seg["root"], "customer_clusters")
+    assert clusters.groupBy("as_of", "customer_id").count().where("count > 1").count() == 0
+
+
+def test_later_as_of_sees_more_customers(seg):
+    assert seg["later"].rows_in >= seg["first"].rows_in
+
+
+def test_every_customer_has_a_segment_tier_and_cluster(spark, seg):
+    rfm = _gold(spark, seg["root"], "rfm_segments").where(F.col("as_of") == "2011-12-01")
+    assert rfm.where(F.col("segment").isNull() | F.col("value_tier").isNull()).count() == 0
+    for col in ("recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
+                "rfm_score", "frequency_90d", "monetary_90d"):
+        assert col in rfm.columns
+    clusters = _gold(spark, seg["root"], "customer_clusters").where(
+        F.col("as_of") == "2011-12-01")
+    assert clusters.count() == rfm.count()
+    assert clusters.where(F.col("cluster_name").isNull()).count() == 0
+
+
+def test_profiles_shares_add_up(spark, seg):
+    prof = _gold(spark, seg["root"], "cluster_profiles").where(F.col("as_of") == "2011-12-01")
+    rows = prof.collect()
+    assert 2 <= len(rows) <= 4
+    assert sum(r["share_customers"] for r in rows) == pytest.approx(1.0)
+    assert sum(r["share_revenue"] for r in rows) == pytest.approx(1.0)
+    assert len({r["cluster_name"] for r in rows}) == len(rows)
+    rfm = _gold(spark, seg["root"], "rfm_segments").where(F.col("as_of") == "2011-12-01")
+    assert sum(r["customers"] for r in rows) == rfm.count()
+
+
+def test_fixed_seed_and_champion_give_the_same_clusters(spark, seg):
+    clusters = {r["customer_id"]: r["cluster"] for r in
+                _gold(spark, seg["root"], "customer_clusters")
+                .where(F.col("as_of") == "2011-12-01").collect()}
+    assert clusters == seg["clusters_fitted"]
+    assert any("assigned by custseg-segmentation version" in n for n in seg["champion"].notes)
+
+
+def test_models_registered_with_champion_alias(seg):
+    from mlflow import MlflowClient
+
+    from custseg import tracking
+
+    tracking.configure(seg["root"], seg["cfg"])
+    client = MlflowClient()
+    versions = sorted(int(v.version) for v in
+                      client.search_model_versions(f"name='{MODEL_NAME}'"))
+    assert versions == [1, 2, 3]
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
+    runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
+    assert len(runs) == 4
+    fitted = [r for r in runs if "chosen_k" in r.data.metrics]
+    assert len(fitted) == 3
+    artifacts = {a.path for a in client.list_artifacts(fitted[0].info.run_id)}
+    assert {"elbow_silhouette.png", "cluster_profiles.csv"} <= artifacts
+
+
+def test_report_customers_gains_latest_segment(spark, seg):
+    rc = _gold(spark, seg["root"], "report_customers")
+    assert {"segment", "rfm_score", "value_tier", "segment_as_of"} <= set(rc.columns)
+    dates = {r["segment_as_of"] for r in rc.where(F.col("segment").isNotNull()).collect()}
+    assert dates == {dt.date(2011, 12, 11)}
