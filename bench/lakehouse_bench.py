@@ -3,7 +3,8 @@
     .venv/bin/python bench/lakehouse_bench.py [--customers N] [--xlsx PATH] [--workdir DIR]
 
 Times: reading the UCI workbook (rows/s of the xlsx reader alone and of the whole ingest), then
-generate, ingest, refine and report on N synthetic customers, each in a fresh lakehouse.
+generate, ingest, refine, report and segment on N synthetic customers in a fresh lakehouse.
+Rows are input lines for ingest, refine and report, and customers for segment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from custseg.generate import generate_to
 from custseg.ingest import ingest
 from custseg.refine import refine
 from custseg.report import report
+from custseg.segment import segment
 from custseg.session import build_spark
 from custseg.sources import read_source
 
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--xlsx", default=str(REPO.parent / "shared/data/Online_Retail.xlsx"))
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--skip-uci", action="store_true")
     args = ap.parse_args()
     cfg = load_config(overrides=args.set)
     spark = build_spark(cfg)
@@ -47,7 +50,7 @@ def main() -> None:
     lines = [f"machine: {os.cpu_count()} cores; Spark {spark.version}, master "
              f"{spark.sparkContext.master}, shuffle partitions {parts}",
              "", "| step | rows | seconds | rows/s |", "| --- | --- | --- | --- |"]
-    if Path(args.xlsx).exists():
+    if Path(args.xlsx).exists() and not args.skip_uci:
         t = time.time()
         df, _ = read_source(spark, args.xlsx, cfg)
         n = df.count()
@@ -68,10 +71,12 @@ def main() -> None:
     root = str(work / "gen")
     for name, step in (("ingest", lambda: ingest(spark, src, root, cfg)),
                        ("refine", lambda: refine(spark, root, cfg)),
-                       ("report", lambda: report(spark, root))):
+                       ("report", lambda: report(spark, root)),
+                       ("segment", lambda: segment(spark, root, cfg))):
         t = time.time()
         s = step()
         lines.append(_row(f"{name} ({args.customers:,} customers)", s.rows_in, time.time() - t))
+        print("\n".join(s.lines()), flush=True)
     print("\n".join(lines))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

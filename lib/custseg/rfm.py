@@ -42,28 +42,32 @@ def customer_features(
     """
     sales = _before(fact, as_of).withColumn("day", F.to_date("invoice_date"))
     as_of_col = F.lit(as_of)
+    # Invoice level first: one distinct count per aggregate keeps Spark from expanding rows.
+    invoices = sales.groupBy("customer_id", "invoice_no").agg(
+        F.min("day").alias("day"), F.sum("total_price").alias("total"))
     aggs = [
         F.datediff(as_of_col, F.max("day")).alias("recency_days"),
-        F.countDistinct("invoice_no").alias("frequency"),
-        F.sum("total_price").alias("monetary"),
+        F.count("*").alias("frequency"),
+        F.sum("total").alias("monetary"),
         F.datediff(as_of_col, F.min("day")).alias("tenure_days"),
-        F.countDistinct("stock_code").alias("distinct_products"),
         F.datediff(F.max("day"), F.min("day")).alias("_span_days"),
     ]
     for w in windows:
         in_window = F.col("day") >= F.date_sub(as_of_col, w)
-        aggs.append(F.countDistinct(F.when(in_window, F.col("invoice_no"))).alias(
-            f"frequency_{w}d"))
-        aggs.append(F.coalesce(F.sum(F.when(in_window, F.col("total_price"))), F.lit(0.0)).alias(
+        aggs.append(F.sum(in_window.cast("int")).alias(f"frequency_{w}d"))
+        aggs.append(F.coalesce(F.sum(F.when(in_window, F.col("total"))), F.lit(0.0)).alias(
             f"monetary_{w}d"))
-    base = sales.groupBy("customer_id").agg(*aggs)
+    base = invoices.groupBy("customer_id").agg(*aggs)
+    products = sales.groupBy("customer_id").agg(
+        F.countDistinct("stock_code").alias("distinct_products"))
     by_country = sales.groupBy("customer_id", "country").agg(
         F.count("*").alias("n"), F.max("invoice_date").alias("last"))
     country = by_country.groupBy("customer_id").agg(
         F.max_by("country", F.struct("n", "last", "country")).alias("country"))
     returned = _before(cancellations, as_of).groupBy("customer_id").agg(
         F.sum(F.abs("amount")).alias("_returned"))
-    out = (base.join(country, "customer_id", "left").join(returned, "customer_id", "left")
+    out = (base.join(products, "customer_id").join(country, "customer_id", "left")
+           .join(returned, "customer_id", "left")
            .withColumn("avg_order_value", F.col("monetary") / F.col("frequency"))
            .withColumn("days_between_purchases",
                        F.when(F.col("frequency") > 1,
