@@ -52,7 +52,7 @@ def main() -> None:
              "", "| step | rows | seconds | rows/s |", "| --- | --- | --- | --- |"]
     if Path(args.xlsx).exists() and not args.skip_uci:
         t = time.time()
-        df, _ = read_source(spark, args.xlsx, cfg)
+        df, _, _ = read_source(spark, args.xlsx, cfg)
         n = df.count()
         lines.append(_row("xlsx read (UCI workbook, to a Spark DataFrame)", n, time.time() - t))
         t = time.time()

@@ -27,15 +27,19 @@ def seg(spark, tmp_path_factory):
     root = str(base / "lakehouse")
     ingest(spark, src, root, cfg)
     refine(spark, root, cfg)
+    def clusters():
+        return {r["customer_id"]: r["cluster"] for r in
+                lakehouse.read(spark, lakehouse.table_path(root, "gold", "customer_clusters"))
+                .collect()}
+
     first = segment(spark, root, cfg, as_of="2011-12-01")
+    clusters_first = clusters()
     again = segment(spark, root, cfg, as_of="2011-12-01")
-    clusters_fitted = {r["customer_id"]: r["cluster"] for r in
-                       lakehouse.read(spark, lakehouse.table_path(root, "gold",
-                                                                  "customer_clusters")).collect()}
+    clusters_fitted = clusters()
     champion = segment(spark, root, cfg, as_of="2011-12-01", use_champion=True)
     later = segment(spark, root, cfg, as_of="2011-12-11")
     return dict(root=root, cfg=cfg, first=first, again=again, champion=champion, later=later,
-                clusters_fitted=clusters_fitted)
+                clusters_first=clusters_first, clusters_fitted=clusters_fitted)
 
 
 def _gold(spark, root, name):
@@ -83,6 +87,7 @@ def test_fixed_seed_and_champion_give_the_same_clusters(spark, seg):
     clusters = {r["customer_id"]: r["cluster"] for r in
                 _gold(spark, seg["root"], "customer_clusters")
                 .where(F.col("as_of") == "2011-12-01").collect()}
+    assert seg["clusters_first"] == seg["clusters_fitted"]
     assert clusters == seg["clusters_fitted"]
     assert any("assigned by custseg-segmentation version" in n for n in seg["champion"].notes)
 

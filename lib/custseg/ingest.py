@@ -55,9 +55,11 @@ def ingest(spark: SparkSession, input_path: str, lakehouse_root: str, cfg: Confi
             )
             summary.seconds = time.time() - start
             return summary
-    df, fmt = read_source(spark, input_path, cfg)
-    df = df.cache()
-    n = df.count()
+    df, fmt, n = read_source(spark, input_path, cfg)
+    if fmt == "csv":
+        df = df.cache()  # numbered once, then checked and written
+    if n is None:
+        n = df.count()
     read_seconds = time.time() - start
     if n == 0:
         df.unpersist()

@@ -135,37 +135,34 @@ def datetime_key(ts: Column) -> Column:
     return F.date_format(ts, "yyyyMMddHHmm").cast("long")
 
 
-def fact_rows(classified: DataFrame) -> DataFrame:
-    """The fact table's columns for rows routed to the fact."""
-    return classified.where(F.col("route") == ROUTE_FACT).select(
+def _typed_lines(classified: DataFrame, route: str, amount_name: str,
+                 with_datetime_key: bool) -> DataFrame:
+    """Parsed columns of the rows routed to ``route``, with quantity x unit price."""
+    keys = ([datetime_key(F.col("p_invoice_date")).alias("datetime_key")]
+            if with_datetime_key else [])
+    return classified.where(F.col("route") == route).select(
         F.col("p_invoice_no").alias("invoice_no"),
         F.col("p_stock_code").alias("stock_code"),
         F.col("description"),
         F.col("p_quantity").alias("quantity"),
         F.col("p_unit_price").alias("unit_price"),
-        (F.col("p_quantity") * F.col("p_unit_price")).alias("total_price"),
+        (F.col("p_quantity") * F.col("p_unit_price")).alias(amount_name),
         F.col("p_invoice_date").alias("invoice_date"),
-        datetime_key(F.col("p_invoice_date")).alias("datetime_key"),
+        *keys,
         F.col("p_customer_id").alias("customer_id"),
         F.trim("country").alias("country"),
         *LINEAGE,
     )
+
+
+def fact_rows(classified: DataFrame) -> DataFrame:
+    """The fact table's columns for rows routed to the fact."""
+    return _typed_lines(classified, ROUTE_FACT, "total_price", with_datetime_key=True)
 
 
 def cancellation_rows(classified: DataFrame) -> DataFrame:
     """Cancellation lines with customer and (negative) amount, for return-rate features."""
-    return classified.where(F.col("route") == ROUTE_CANCEL).select(
-        F.col("p_invoice_no").alias("invoice_no"),
-        F.col("p_stock_code").alias("stock_code"),
-        F.col("description"),
-        F.col("p_quantity").alias("quantity"),
-        F.col("p_unit_price").alias("unit_price"),
-        (F.col("p_quantity") * F.col("p_unit_price")).alias("amount"),
-        F.col("p_invoice_date").alias("invoice_date"),
-        F.col("p_customer_id").alias("customer_id"),
-        F.trim("country").alias("country"),
-        *LINEAGE,
-    )
+    return _typed_lines(classified, ROUTE_CANCEL, "amount", with_datetime_key=False)
 
 
 def quarantine_rows(classified: DataFrame) -> DataFrame:
@@ -243,6 +240,7 @@ def refine_batch(
                               lakehouse.table_path(root, "silver", CANCELLATIONS), app_id)
         lakehouse.append_once(quarantine_rows(classified),
                               lakehouse.table_path(root, "silver", QUARANTINE), app_id)
+        # one row per quarantine reason: a handful of rows reach the driver
         by_reason = {r["reason"]: r["count"] for r in
                      classified.where(F.col("route") == ROUTE_QUARANTINE)
                      .groupBy("reason").count().collect()}

@@ -94,6 +94,7 @@ def segment(
     rfm_path = lakehouse.table_path(root, "gold", RFM_SEGMENTS)
     replace_as_of(rfm_segments(features, cfg), rfm_path, date)
     segments = lakehouse.read(spark, rfm_path).where(F.col("as_of") == F.lit(date))
+    # one row per segment name (ten by default) reaches the driver
     counts = {r["segment"]: r["count"] for r in segments.groupBy("segment").count().collect()}
     summary.rows_out["gold/rfm_segments"] = sum(counts.values())
     summary.notes.append(f"as of {date}")
@@ -136,7 +137,7 @@ def segment(
                                  f"'{tracking.CHAMPION}'")
         assigned = assign(model, features).persist()
         profile = profiles(assigned, segments).persist()
-        rows = [r.asDict() for r in profile.collect()]
+        rows = [r.asDict() for r in profile.collect()]  # one row per cluster (k <= k_max)
         names = name_clusters(rows, overall_medians(segments))
         name_df = spark.createDataFrame([(k, v) for k, v in names.items()],
                                         "cluster int, cluster_name string")

@@ -130,7 +130,7 @@ def _cell_text(value: object) -> str | None:
     return str(value)
 
 
-def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
+def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> tuple[DataFrame, int]:
     from python_calamine import CalamineError, CalamineWorkbook
 
     try:
@@ -166,7 +166,7 @@ def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
     table = pa.table(columns)
     parts = max(1, min(spark.sparkContext.defaultParallelism, len(data) // 100_000 + 1))
     df = spark.createDataFrame(table).repartition(parts)
-    return df.withColumn("source_file", F.lit(path))
+    return df.withColumn("source_file", F.lit(path)), len(data)
 
 
 def _as_text(col: Column, dtype: T.DataType) -> Column:
@@ -247,18 +247,22 @@ def _read_csv(spark: SparkSession, path: str, cfg: Config) -> DataFrame:
     return _canonical(numbered, path, cfg)
 
 
-def read_source(spark: SparkSession, path: str, cfg: Config) -> tuple[DataFrame, str]:
-    """The input as canonical text columns plus ``source_file`` and ``source_row``."""
+def read_source(
+    spark: SparkSession, path: str, cfg: Config
+) -> tuple[DataFrame, str, int | None]:
+    """The input as canonical text columns plus ``source_file`` and ``source_row``.
+
+    Also returns the format and, when reading already counted them (xlsx), the data rows.
+    """
     fmt = detect_format(path, cfg["input"]["format"])
     if fmt == "xlsx":
         if "://" in path:
             raise InputError(f"{path}: xlsx input must be a local file; convert it to parquet")
-        df = _read_xlsx(spark, path, cfg)
-    elif fmt == "csv":
-        df = _read_csv(spark, path, cfg)
-    else:
-        df = _read_parquet(spark, path, cfg)
-    return df, fmt
+        df, rows = _read_xlsx(spark, path, cfg)
+        return df, fmt, rows
+    if fmt == "csv":
+        return _read_csv(spark, path, cfg), fmt, None
+    return _read_parquet(spark, path, cfg), fmt, None
 
 
 def check_encoding(df: DataFrame, path: str, encoding: str) -> None:
