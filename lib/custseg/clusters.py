@@ -61,7 +61,10 @@ def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep
     """Sweep k over the configured range and return the chosen model and the sweep."""
     cl = cfg["cluster"]
     prep = prep_pipeline(cl["features"]).fit(features)
-    x = prep.transform(features).select("customer_id", "features").cache()
+    # KMeans|| initialisation samples by partition and position: fix both so a seed repeats.
+    parts = int(features.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    x = (prep.transform(features).select("customer_id", "features")
+         .repartition(parts, "customer_id").sortWithinPartitions("customer_id").cache())
     n = x.count()
     k_max = min(cl["k_max"], max(2, n - 1))
     ks = [cl["k"]] if cl["k"] else list(range(cl["k_min"], k_max + 1))
@@ -83,10 +86,27 @@ def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep
     return model, sweep
 
 
+def canonical_labels(model: PipelineModel) -> dict[int, int]:
+    """KMeans label -> stable label: clusters numbered by their centres in descending order.
+
+    KMeans numbers clusters in the order it happened to find them; numbering by the centres
+    gives the same label to the same cluster across refits and registered versions.
+    """
+    centers = [tuple(float(v) for v in c) for c in model.stages[-1].clusterCenters()]
+    order = sorted(range(len(centers)), key=lambda i: centers[i], reverse=True)
+    return {old: new for new, old in enumerate(order)}
+
+
 def assign(model: PipelineModel, features: DataFrame) -> DataFrame:
     """customer_id, as_of and cluster for every customer."""
+    mapping = canonical_labels(model)
+    label = F.col("cluster")
+    stable = None
+    for old, new in mapping.items():
+        stable = (F.when(label == old, F.lit(new)) if stable is None
+                  else stable.when(label == old, F.lit(new)))
     return model.transform(features).select("customer_id", "as_of",
-                                            F.col("cluster").cast("int").alias("cluster"))
+                                            stable.cast("int").alias("cluster"))
 
 
 def profiles(assigned: DataFrame, segments: DataFrame) -> DataFrame:
