@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from custseg.config import Config
+from custseg.errors import InputError
 
 SCORED = ("recency_days", "frequency", "monetary")
 
@@ -21,7 +22,7 @@ def default_as_of(fact: DataFrame) -> dt.date:
     """The day after the last invoice in the fact."""
     last = fact.agg(F.max("invoice_date")).first()[0]
     if last is None:
-        raise ValueError("the fact table is empty")
+        raise InputError("silver/fct_invoices is empty: nothing to segment")
     return last.date() + dt.timedelta(days=1)
 
 

@@ -10,6 +10,7 @@ import os
 
 from custseg import lakehouse
 from custseg.config import Config
+from custseg.errors import ConfigError
 
 CHAMPION = "champion"
 
@@ -24,7 +25,8 @@ def configure(root: str, cfg: Config) -> str:
     artifacts = ml["artifact_location"]
     if uri is None:
         if "://" in base:
-            raise ValueError("set mlflow.tracking_uri for a lakehouse on remote storage")
+            raise ConfigError(f"lakehouse {base} is on remote storage: set mlflow.tracking_uri "
+                              "(a tracking server) for MLflow")
         os.makedirs(f"{base}/mlflow", exist_ok=True)
         uri = f"sqlite:///{base}/mlflow/mlflow.db"
         artifacts = artifacts or f"file://{base}/mlflow/artifacts"
