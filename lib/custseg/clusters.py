@@ -67,9 +67,9 @@ def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep
          .repartition(parts, "customer_id").sortWithinPartitions("customer_id").cache())
     n = x.count()
     k_max = min(cl["k_max"], max(2, n - 1))
-    ks = [cl["k"]] if cl["k"] else list(range(cl["k_min"], k_max + 1))
-    if cl["k"] and cl["k_min"] <= cl["k"] <= k_max:
-        ks = list(range(cl["k_min"], k_max + 1))
+    ks = list(range(cl["k_min"], k_max + 1))
+    if cl["k"] and cl["k"] not in ks:
+        ks = [cl["k"]]
     evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="cluster")
     sweep = Sweep()
     models = {}

@@ -342,6 +342,7 @@ def refine(spark: SparkSession, root: str, cfg: Config) -> StageSummary:
     bronze_path = lakehouse.table_path(root, *BRONZE)
     if not lakehouse.exists(spark, bronze_path):
         raise InputError(f"{bronze_path}: no bronze table; run 'custseg ingest' first")
+    # one row per ingested file (batch), not per line or customer
     batches = [r["batch_id"] for r in
                lakehouse.read(spark, bronze_path).groupBy("batch_id")
                .agg(F.min("ingested_at").alias("t")).orderBy("t", "batch_id").collect()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import os
 import tempfile
@@ -11,7 +12,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg import lakehouse, tracking
-from custseg.clusters import assign, fit_clusters, name_clusters, overall_medians, profiles
+from custseg.clusters import (
+    Sweep,
+    assign,
+    fit_clusters,
+    name_clusters,
+    overall_medians,
+    profiles,
+)
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.refine import CANCELLATIONS, FACT
@@ -42,7 +50,7 @@ def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None
     return default_as_of(lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT)))
 
 
-def _charts(sweep, folder: str) -> str:  # noqa: ANN001
+def _charts(sweep: Sweep, folder: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,8 +163,6 @@ def segment(
         summary.rows_out["gold/cluster_profiles"] = len(rows)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "cluster_profiles.csv")
-            import csv
-
             keys = list(rows[0].keys()) + ["cluster_name"]
             with open(path, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=keys)
