@@ -12,7 +12,7 @@ from custseg.config import Config, load_config
 from custseg.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STAGE_FAILED, CustsegError
 from custseg.summary import StageSummary
 
-PIPELINE = ("ingest", "refine", "report", "segment")
+PIPELINE = ("ingest", "refine", "report", "segment", "clv")
 
 
 def log(stage: str, message: str) -> None:
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         "refine": "parse, deduplicate and route bronze rows into the silver star schema",
         "report": "rebuild the gold reporting tables from silver",
         "segment": "RFM scores, named segments and KMeans clusters as of a date (MLflow)",
+        "clv": "next-period spend and value tier: GBT models backtested against baselines",
         "run": "all stages in order: " + ", ".join(PIPELINE),
     }
     for name, text in helps.items():
@@ -46,11 +47,24 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--conf", help="YAML file overriding conf/defaults.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key, e.g. spark.shuffle_partitions=8")
+        if name in ("segment", "clv", "run"):
+            p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
+                                           "default: the day after the last invoice")
         if name in ("segment", "run"):
-            p.add_argument("--as-of", help="segment as of this date (yyyy-mm-dd); default: "
-                                           "the day after the last invoice")
             p.add_argument("--use-champion", action="store_true",
                            help="assign clusters with the registered champion model")
+        if name in ("clv", "run"):
+            p.add_argument("--horizon-days", type=int,
+                           help="predict spend over this many days (default clv.horizon_days)")
+            p.add_argument("--backtest", action="store_true",
+                           help="score at --as-of and compare with the actual spend after it")
+    models = sub.add_parser("models", help="list registered models or roll one back")
+    models.add_argument("action", choices=("list", "rollback"))
+    models.add_argument("name", nargs="?", help="registered model (rollback)")
+    models.add_argument("--to", metavar="VERSION", help="version to make champion (rollback)")
+    models.add_argument("--lakehouse", required=True)
+    models.add_argument("--conf")
+    models.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     gen = sub.add_parser("generate", help="write synthetic invoice lines in the UCI layout")
     gen.add_argument("--customers", type=int, required=True)
     gen.add_argument("--out", required=True, help="output path (.parquet or .csv)")
@@ -82,11 +96,41 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             from custseg.report import report
 
             summary = report(spark, args.lakehouse)
-        else:
+        elif stage == "segment":
             from custseg.segment import segment
 
             summary = segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
+        else:
+            from custseg.clv_stage import clv
+
+            summary = clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
+                          args.backtest)
         _print_summary(summary)
+
+
+def _models(args: argparse.Namespace, cfg: Config) -> int:
+    """``custseg models list`` and ``custseg models rollback NAME --to VERSION``."""
+    from custseg import tracking
+
+    if args.action == "rollback" and not (args.name and args.to):
+        raise CustsegError("models rollback needs NAME and --to VERSION")
+    tracking.configure(args.lakehouse, cfg)
+    if args.action == "rollback":
+        before = tracking.rollback(args.name, args.to)
+        log("models", f"{args.name}: '{tracking.CHAMPION}' now version {args.to} "
+                      f"(was {before or 'unset'})")
+        return EXIT_OK
+    rows = tracking.list_models()
+    if not rows:
+        log("models", "no registered models")
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["created"] / 1000).isoformat(sep=" ",
+                                                                         timespec="seconds")
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())
+                          if k != "training_fingerprint")
+        print(f"{r['name']:<24} v{r['version']:<4} {'champion' if r['champion'] else '':<9}"
+              f"{when}  run {r['run_id']}  {extra}", flush=True)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = generate_to(spark, args.customers, args.out, args.seed)
             log("generate", f"wrote {rows:,} invoice lines in {time.time() - started:.1f} s")
             return EXIT_OK
+        if args.stage == "models":
+            return _models(args, cfg)
         if args.stage == "ingest" and not args.input:
             raise CustsegError("ingest needs --input PATH")
         if args.stage == "run":

@@ -25,7 +25,7 @@ FORMATS = ("auto", "xlsx", "csv", "parquet")
 _FREE_DICTS = {"spark.conf"}
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
 _NULL_TYPES: dict[str, type] = {
-    "cluster.k": int, "segment.as_of": str, "mlflow.tracking_uri": str,
+    "cluster.k": int, "segment.as_of": str, "clv.as_of": str, "mlflow.tracking_uri": str,
     "mlflow.artifact_location": str,
 }
 _NULLABLE |= set(_NULL_TYPES)
@@ -236,6 +236,32 @@ def _validate_models(cfg: Config) -> None:
         raise ConfigError(f"'cluster.k' must be at least 2, got {cl['k']}")
     if cl["max_iter"] < 1:
         raise ConfigError("'cluster.max_iter' must be at least 1")
+    _validate_clv(cfg["clv"])
+
+
+def _validate_clv(clv: Config) -> None:
+    if clv["as_of"] is not None:
+        try:
+            dt.date.fromisoformat(clv["as_of"])
+        except ValueError:
+            raise ConfigError(f"'clv.as_of' must be a date yyyy-mm-dd, got {clv['as_of']!r}") \
+                from None
+    for key in ("horizon_days", "training_windows", "training_sample"):
+        if clv[key] < 1:
+            raise ConfigError(f"'clv.{key}' must be at least 1, got {clv[key]}")
+    cuts = clv["tier_cuts"]
+    if set(cuts) != {"mid", "high"} or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in cuts.values()):
+        raise ConfigError(f"'clv.tier_cuts' must be {{mid: amount, high: amount}}, got {cuts!r}")
+    if not 0 < cuts["mid"] < cuts["high"]:
+        raise ConfigError(f"'clv.tier_cuts' needs 0 < mid < high, got mid {cuts['mid']} and "
+                          f"high {cuts['high']}")
+    gbt = clv["gbt"]
+    for key in ("max_iter", "max_depth", "min_instances_per_node"):
+        if gbt[key] < 1:
+            raise ConfigError(f"'clv.gbt.{key}' must be at least 1, got {gbt[key]}")
+    if not 0 < gbt["step_size"] <= 1:
+        raise ConfigError(f"'clv.gbt.step_size' must be in (0, 1], got {gbt['step_size']}")
 
 
 def load_config(conf_file: str | None = None, overrides: list[str] | None = None) -> Config:

@@ -57,3 +57,46 @@ def champion_version(name: str) -> str | None:
         return MlflowClient().get_model_version_by_alias(name, CHAMPION).version
     except MlflowException:
         return None
+
+
+def version_with_tag(name: str, key: str, value: str) -> str | None:
+    """The newest registered version of ``name`` whose tag ``key`` equals ``value``."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    hits = [int(v.version) for v in versions if v.tags.get(key) == value]
+    return str(max(hits)) if hits else None
+
+
+def list_models() -> list[dict]:
+    """Every registered version: name, version, champion or not, creation time, run, tags."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    out = []
+    for model in client.search_registered_models():
+        champion = model.aliases.get(CHAMPION) if model.aliases else None
+        for v in client.search_model_versions(f"name = '{model.name}'"):
+            out.append({"name": model.name, "version": str(v.version),
+                        "champion": str(v.version) == str(champion),
+                        "created": v.creation_timestamp, "run_id": v.run_id,
+                        "tags": dict(v.tags)})
+    return sorted(out, key=lambda r: (r["name"], int(r["version"])))
+
+
+def rollback(name: str, version: str) -> str | None:
+    """Point ``champion`` at an existing version; returns the version it pointed at before."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        known = sorted({r["version"] for r in list_models() if r["name"] == name}, key=int)
+        raise ConfigError(f"{name} has no version {version}"
+                          + (f" (versions: {', '.join(known)})" if known else
+                             " (no such registered model)")) from None
+    before = champion_version(name)
+    set_champion(name, version)
+    return None if before is None else str(before)
