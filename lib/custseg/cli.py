@@ -50,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("segment", "clv", "run"):
             p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
                                            "default: the day after the last invoice")
-        if name in ("segment", "run"):
+        if name in ("segment", "clv", "run"):
             p.add_argument("--use-champion", action="store_true",
-                           help="assign clusters with the registered champion model")
+                           help="score with the registered champion models, no refit")
         if name in ("clv", "run"):
             p.add_argument("--horizon-days", type=int,
                            help="predict spend over this many days (default clv.horizon_days)")
@@ -104,7 +104,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             from custseg.clv_stage import clv
 
             summary = clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
-                          args.backtest)
+                          args.backtest, args.use_champion)
         _print_summary(summary)
 
 

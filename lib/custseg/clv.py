@@ -77,13 +77,14 @@ def fit_btyd(summary: DataFrame) -> tuple[BtydFits, DataFrame]:
 
     Returns the fits and one row per distinct (x, t_x, T) with its customer count, as pandas.
     """
-    keys = summary.groupBy(*_KEY).count().toPandas()  # one row per distinct key, not customer
+    # one row per distinct key, not per customer; sorted so that reruns sum in the same order
+    keys = summary.groupBy(*_KEY).count().toPandas().sort_values(_KEY, ignore_index=True)
     x, t_x, age, n = (keys[c].to_numpy(float) for c in (*_KEY, "count"))
     fits = {m: btyd.fit_purchases(m, x, t_x, age, n) for m in btyd.PURCHASE_MODELS}
     spend = (summary.where((F.col("repeat_purchases") > 0) & (F.col("repeat_spend") > 0))
              .groupBy("repeat_purchases",
                       F.round(F.log("repeat_spend") * _SPEND_BINS_PER_LOG_UNIT).alias("bin"))
-             .count().toPandas())
+             .count().toPandas().sort_values(["repeat_purchases", "bin"], ignore_index=True))
     if spend.empty:
         gg = btyd.Fit("gammagamma", {"p": 1.0, "q": 2.0, "v": 1.0}, 0.0, 0.0, 0, False)
         population = 0.0

@@ -144,8 +144,35 @@ def _load(name: str, version: str) -> PipelineModel:
     return mlflow.spark.load_model(f"models:/{name}/{version}")
 
 
+def _train(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
+           cutoffs: list[dt.date], cfg: Config, summary: StageSummary
+           ) -> tuple[PipelineModel, PipelineModel, int]:
+    """Fit the spend and tier models on examples stacked over the training cutoffs."""
+    train = None
+    for cutoff in cutoffs:
+        part, _ = examples(spark, fact, cancellations, cutoff, cfg)
+        train = part if train is None else train.unionByName(part)
+    train = train.persist()
+    n_train = train.count()
+    if n_train < 10:
+        train.unpersist()
+        raise InputError(f"clv: only {n_train} training customers before {cutoffs[0]}")
+    cap = cfg["clv"]["training_sample"]
+    fit_on = fit_input(train.sample(fraction=cap / n_train, seed=cfg["clv"]["gbt"]["seed"])
+                       if n_train > cap else train).persist()
+    bins = max_bins(fit_on)
+    spend_model = fit_spend_model(fit_on, cfg, bins)
+    tier_model = fit_tier_model(fit_on, cfg, bins)
+    train.unpersist()
+    fit_on.unpersist()
+    summary.notes.append(f"training examples {n_train:,}" + (
+        f" (fitted on a {cap:,}-row sample)" if n_train > cap else ""))
+    return spend_model, tier_model, n_train
+
+
 def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
-        horizon_days: int | None = None, backtest: bool = False) -> StageSummary:
+        horizon_days: int | None = None, backtest: bool = False,
+        use_champion: bool = False) -> StageSummary:
     """Write gold/clv_backtest, gold/clv_backtest_deciles and gold/clv_predictions."""
     import mlflow
 
@@ -179,32 +206,37 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     summary.notes.append(f"as of {T}, horizon {h} days; backtest at {evaluation}; training "
                          f"cutoffs {', '.join(map(str, cutoffs))}")
 
-    train = None
-    for cutoff in cutoffs:
-        part, _ = examples(spark, fact, cancellations, cutoff, cfg)
-        train = part if train is None else train.unionByName(part)
-    train = train.persist()
-    n_train = train.count()
-    if n_train < 10:
-        train.unpersist()
-        raise InputError(f"clv: only {n_train} training customers before {cutoffs[0]}")
-    cap = cfg["clv"]["training_sample"]
-    fit_on = fit_input(train.sample(fraction=cap / n_train, seed=cfg["clv"]["gbt"]["seed"])
-                       if n_train > cap else train).persist()
+    tracking.configure(root, cfg)
+    fingerprint = _fingerprint(spark, root, cfg, evaluation, cutoffs)
+    if use_champion:
+        reused = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
+        missing = [n for n, v in reused.items() if v is None]
+        if missing:
+            raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
+                             f"{', '.join(missing)} is registered yet")
+    else:
+        reused = {n: tracking.version_with_tag(n, FINGERPRINT, fingerprint)
+                  for n in (SPEND_MODEL, TIER_MODEL)}
+    n_train = 0
+    if all(reused.values()):
+        spend_model = _load(SPEND_MODEL, reused[SPEND_MODEL])
+        tier_model = _load(TIER_MODEL, reused[TIER_MODEL])
+        summary.notes.append(
+            f"champion versions {reused[SPEND_MODEL]} / {reused[TIER_MODEL]}, not refitted"
+            if use_champion else "same inputs and settings as versions "
+            f"{reused[SPEND_MODEL]} / {reused[TIER_MODEL]}: not refitted")
+    else:
+        spend_model, tier_model, n_train = _train(spark, fact, cancellations, cutoffs, cfg,
+                                                  summary)
     evaluated, eval_fits = examples(spark, fact, cancellations, evaluation, cfg)
     evaluated = evaluated.persist()
     n_eval = evaluated.count()
     summary.rows_in = n_eval
-    summary.notes.append(f"training examples {n_train:,}" + (
-        f" (fitted on a {cap:,}-row sample)" if n_train > cap else "")
-        + f"; backtest customers {n_eval:,}")
 
-    tracking.configure(root, cfg)
-    fingerprint = _fingerprint(spark, root, cfg, evaluation, cutoffs)
     with mlflow.start_run(run_name=f"clv {T} h{h}" + (" backtest" if backtest else "")) as run:
         run_id = run.info.run_id
         mlflow.log_params({"as_of": str(T), "horizon_days": h, "backtest": backtest,
-                           "evaluation_date": str(evaluation),
+                           "use_champion": use_champion, "evaluation_date": str(evaluation),
                            "training_cutoffs": ",".join(map(str, cutoffs)),
                            "training_examples": n_train, "backtest_customers": n_eval,
                            **{f"gbt_{k}": v for k, v in cfg["clv"]["gbt"].items()},
@@ -215,19 +247,6 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
             if not fit.dropout_identified:
                 summary.notes.append(f"{fit.model}: the data do not identify when customers "
                                      "stop buying; its predictions assume no dropout")
-        reused = {n: tracking.version_with_tag(n, FINGERPRINT, fingerprint)
-                  for n in (SPEND_MODEL, TIER_MODEL)}
-        if all(reused.values()):
-            spend_model = _load(SPEND_MODEL, reused[SPEND_MODEL])
-            tier_model = _load(TIER_MODEL, reused[TIER_MODEL])
-            summary.notes.append("same inputs and settings as versions "
-                                 f"{reused[SPEND_MODEL]} / {reused[TIER_MODEL]}: not refitted")
-        else:
-            bins = max_bins(fit_on)
-            spend_model = fit_spend_model(fit_on, cfg, bins)
-            tier_model = fit_tier_model(fit_on, cfg, bins)
-        train.unpersist()
-        fit_on.unpersist()
 
         cuts = cfg["clv"]["tier_cuts"]
         candidate = _predict(spend_model, evaluated, {"predicted_spend": "gbt"})
@@ -244,7 +263,8 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
             rows.append(row)
             return row
 
-        new = judge(candidate, "gbt", "candidate", None, "gbt", "gbt_tier")
+        new = judge(candidate, "champion" if use_champion else "gbt",
+                    "champion" if use_champion else "candidate", None, "gbt", "gbt_tier")
         for name in BASELINES:
             judge(candidate, name, "baseline", None, name, None)
         champions = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}

@@ -54,7 +54,7 @@ def champion_version(name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return MlflowClient().get_model_version_by_alias(name, CHAMPION).version
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
