@@ -3,8 +3,9 @@
     .venv/bin/python bench/lakehouse_bench.py [--customers N] [--xlsx PATH] [--workdir DIR]
 
 Times: reading the UCI workbook (rows/s of the xlsx reader alone and of the whole ingest), then
-generate, ingest, refine, report and segment on N synthetic customers in a fresh lakehouse.
-Rows are input lines for ingest, refine and report, and customers for segment.
+generate, ingest, refine, report, segment and clv on N synthetic customers in a fresh
+lakehouse. Rows are input lines for ingest, refine and report, customers for segment, and
+backtest customers for clv.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from custseg.clv_stage import clv
 from custseg.config import load_config
 from custseg.generate import generate_to
 from custseg.ingest import ingest
@@ -72,7 +74,8 @@ def main() -> None:
     for name, step in (("ingest", lambda: ingest(spark, src, root, cfg)),
                        ("refine", lambda: refine(spark, root, cfg)),
                        ("report", lambda: report(spark, root)),
-                       ("segment", lambda: segment(spark, root, cfg))):
+                       ("segment", lambda: segment(spark, root, cfg)),
+                       ("clv", lambda: clv(spark, root, cfg))):
         t = time.time()
         s = step()
         lines.append(_row(f"{name} ({args.customers:,} customers)", s.rows_in, time.time() - t))

@@ -60,13 +60,14 @@ def test_spark_submit_runs_the_pipeline_from_the_shipped_zip(spark, sample, tmp_
     root = str(tmp_path / "lh")
     result = subprocess.run(
         [str(REPO / "spark-submit.sh"), "--master", "local[2]", str(REPO / "jobs/pipeline.py"),
-         "--input", sample, "--lakehouse", root, "--set", "spark.shuffle_partitions=2"],
+         "--input", sample, "--lakehouse", root, "--set", "spark.shuffle_partitions=2",
+         "--set", "clv.gbt.max_iter=3"],
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "custseg.zip/custseg/__init__.py" in result.stdout
     assert "[refine]   batch" in result.stdout and "reconciles" in result.stdout
     for layer, name in (("bronze", "raw_invoices"), ("silver", "fct_invoices"),
-                        ("gold", "report_customers")):
+                        ("gold", "report_customers"), ("gold", "clv_predictions")):
         assert lakehouse.exists(spark, lakehouse.table_path(root, layer, name))
     bad = subprocess.run(
         [str(REPO / "spark-submit.sh"), "--master", "local[1]", str(REPO / "jobs/ingest.py"),
