@@ -185,3 +185,20 @@ def test_tier_of_uses_the_configured_cuts(spark):
     df = spark.createDataFrame([(0.0,), (99.99,), (100.0,), (499.0,), (500.0,)], "s double")
     got = [r[0] for r in df.select(clv.tier_of(F.col("s"), {"mid": 100, "high": 500})).collect()]
     assert got == ["Low", "Low", "Mid", "Mid", "High"]
+
+
+def test_isotonic_pools_adjacent_violators():
+    assert clv.isotonic([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == [1.0, 2.5, 2.5, 4.0]
+    # weights: (3*1 + 1*3) / 2 = 3, the pooled block then violates with 2 -> (3*2 + 2*1) / 3
+    assert clv.isotonic([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == pytest.approx([2.0, 2.0, 2.0])
+    assert clv.isotonic([5.0, 1.0], [3.0, 1.0]) == [4.0, 4.0]
+
+
+def test_calibration_map_is_linear_between_knots_and_keeps_order(spark):
+    sql = clv.calibration_sql([(1.0, 10.0), (2.0, 30.0), (3.0, 30.0)])
+    df = spark.createDataFrame([(0.0,), (1.5,), (2.2,), (2.8,), (4.0,)], "log_prediction double")
+    df.createOrReplaceTempView("t")
+    got = [r["predicted_spend"] for r in spark.sql(sql.replace("__THIS__", "t")).collect()]
+    want = [10.0 * np.exp(-1.0), 20.0, 30.0, 30.0, 30.0 * np.e]
+    assert got == pytest.approx(want, abs=1e-6)
+    assert got[2] < got[3]  # the flat stretch keeps the model's order

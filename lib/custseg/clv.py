@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, OneVsRest
-from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
+from pyspark.ml.feature import Bucketizer, SQLTransformer, StringIndexer, VectorAssembler
 from pyspark.ml.regression import GBTRegressor
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -230,20 +230,54 @@ def max_bins(train: DataFrame) -> int:
     return max(32, countries + 2)
 
 
-def fit_spend_model(train: DataFrame, cfg: Config, bins: int) -> PipelineModel:
-    """GBT on log1p(spend) for the heavy tail; the back-transform is scaled so predicted and
-    actual totals agree on the training examples (a log model alone predicts the median)."""
+def isotonic(ys: list[float], weights: list[float]) -> list[float]:
+    """Pool adjacent violators: the closest non-decreasing sequence (weighted least squares)."""
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for y, w in zip(ys, weights, strict=True):
+        blocks.append([y, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            y2, w2, n2 = blocks.pop()
+            y1, w1, n1 = blocks.pop()
+            blocks.append([(y1 * w1 + y2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return [b[0] for b in blocks for _ in range(int(b[2]))]
+
+
+def calibration_sql(knots: list[tuple[float, float]]) -> str:
+    """Spend from the GBT's log prediction: linear between (log prediction, mean spend) knots,
+    proportional to exp(log prediction) beyond the first and last, and a vanishing slope
+    added so that ties on a flat stretch keep the model's order."""
+    lp = "log_prediction"
+    (x0, y0), (xn, yn) = knots[0], knots[-1]
+    cases = [f"WHEN {lp} <= {x0!r} THEN {y0!r} * exp({lp} - {x0!r})"]
+    for (xa, ya), (xb, yb) in zip(knots, knots[1:], strict=False):
+        slope = (yb - ya) / (xb - xa) if xb > xa else 0.0
+        cases.append(f"WHEN {lp} <= {xb!r} THEN {ya!r} + ({lp} - {xa!r}) * {slope!r}")
+    cases.append(f"ELSE {yn!r} * exp({lp} - {xn!r})")
+    return (f"SELECT *, greatest(CASE {' '.join(cases)} END + 1e-9 * {lp}, 0D) "
+            "AS predicted_spend FROM __THIS__")
+
+
+def fit_spend_model(train: DataFrame, cfg: Config, bins: int, knots: int = 20) -> PipelineModel:
+    """GBT on log1p(spend) for the heavy tail, then calibrated to spend: the training
+    predictions are cut into ``knots`` quantile buckets and each bucket's mean actual spend
+    (made non-decreasing) is a knot of a monotone map, so the ranking is the GBT's and the
+    level per bucket is the spend actually seen (a log model alone predicts the median)."""
     features = list(BASE_FEATURES)
     data = train.withColumn("log_spend", F.log1p("actual_spend"))
     pipe = Pipeline(stages=[*_prepare(features), GBTRegressor(
         labelCol="log_spend", predictionCol="log_prediction", **_gbt_params(cfg, bins))])
     fitted = pipe.fit(data)
-    smear = (fitted.transform(data)
-             .agg(F.sum(F.col("actual_spend") + 1.0) / F.sum(F.exp("log_prediction")))
-             .first()[0])
-    back = SQLTransformer(statement=(
-        f"SELECT *, greatest(exp(log_prediction) * {smear:.12g} - 1D, 0D) AS predicted_spend "
-        "FROM __THIS__"))
+    scored = fitted.transform(data).select("log_prediction", "actual_spend")
+    probs = [i / knots for i in range(1, knots)]
+    cuts = scored.agg(F.percentile_approx("log_prediction", probs, 10_000)).first()[0]
+    bucketed = Bucketizer(splits=[float("-inf"), *sorted(set(cuts)), float("inf")],
+                          inputCol="log_prediction", outputCol="_knot").transform(scored)
+    rows = sorted(bucketed.groupBy("_knot").agg(
+        F.avg("log_prediction").alias("x"), F.avg("actual_spend").alias("y"),
+        F.count("*").alias("n")).collect(), key=lambda r: r["x"])  # at most ``knots`` rows
+    ys = isotonic([r["y"] for r in rows], [float(r["n"]) for r in rows])
+    back = SQLTransformer(statement=calibration_sql(
+        [(float(r["x"]), float(y)) for r, y in zip(rows, ys, strict=True)]))
     return PipelineModel(stages=[*fitted.stages, back])
 
 
