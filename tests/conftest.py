@@ -52,3 +52,17 @@ def write_csv(path: Path, rows: list[str], header: str = UCI_HEADER,
     """Write a small CSV with the UCI header and return its path as text."""
     path.write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
     return str(path)
+
+
+def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict) -> str:
+    """Generate a sample, ingest and refine it into ``base/lakehouse``; return the root."""
+    from custseg.generate import generate_to
+    from custseg.ingest import ingest
+    from custseg.refine import refine
+
+    src = str(base / "sample.parquet")
+    generate_to(spark, customers, src, seed=seed)
+    root = str(base / "lakehouse")
+    ingest(spark, src, root, cfg)
+    refine(spark, root, cfg)
+    return root

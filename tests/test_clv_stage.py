@@ -12,9 +12,8 @@ from custseg.cli import main
 from custseg.clv import examples, features_at, fit_input, fit_spend_model, max_bins
 from custseg.clv_stage import SPEND_MODEL, TIER_MODEL, clv, plan
 from custseg.config import load_config
-from custseg.generate import generate_to
-from custseg.ingest import ingest
-from custseg.refine import CANCELLATIONS, FACT, refine
+from custseg.refine import CANCELLATIONS, FACT
+from tests.conftest import generated_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "segment.windows_days=[90]", "clv.horizon_days=60",
             "clv.gbt.max_iter=4", "clv.gbt.min_instances_per_node=5"]
@@ -24,12 +23,7 @@ AS_OF = "2011-10-01"
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     cfg = load_config(overrides=SETTINGS)
-    base = tmp_path_factory.mktemp("clv")
-    src = str(base / "sample.parquet")
-    generate_to(spark, 1200, src, seed=5)
-    root = str(base / "lakehouse")
-    ingest(spark, src, root, cfg)
-    refine(spark, root, cfg)
+    root = generated_lakehouse(spark, tmp_path_factory.mktemp("clv"), 1200, 5, cfg)
     return {"root": root, "cfg": cfg}
 
 

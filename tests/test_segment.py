@@ -9,10 +9,8 @@ from pyspark.sql import functions as F
 
 from custseg import lakehouse
 from custseg.config import load_config
-from custseg.generate import generate_to
-from custseg.ingest import ingest
-from custseg.refine import refine
 from custseg.segment import MODEL_NAME, segment
+from tests.conftest import generated_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "cluster.k_min=2", "cluster.k_max=4",
             "segment.windows_days=[90]"]
@@ -21,12 +19,7 @@ SETTINGS = ["spark.shuffle_partitions=2", "cluster.k_min=2", "cluster.k_max=4",
 @pytest.fixture(scope="module")
 def seg(spark, tmp_path_factory):
     cfg = load_config(overrides=SETTINGS)
-    base = tmp_path_factory.mktemp("seg")
-    src = str(base / "sample.parquet")
-    generate_to(spark, 1500, src, seed=9)
-    root = str(base / "lakehouse")
-    ingest(spark, src, root, cfg)
-    refine(spark, root, cfg)
+    root = generated_lakehouse(spark, tmp_path_factory.mktemp("seg"), 1500, 9, cfg)
     def clusters():
         return {r["customer_id"]: r["cluster"] for r in
                 lakehouse.read(spark, lakehouse.table_path(root, "gold", "customer_clusters"))

@@ -77,7 +77,8 @@ def fit_btyd(summary: DataFrame) -> tuple[BtydFits, DataFrame]:
 
     Returns the fits and one row per distinct (x, t_x, T) with its customer count, as pandas.
     """
-    # one row per distinct key, not per customer; sorted so that reruns sum in the same order
+    # One row per distinct (x, t_x, T) in days, not per customer: bounded by the history's
+    # length, not the customer count. Sorted so that reruns sum in the same order.
     keys = summary.groupBy(*_KEY).count().toPandas().sort_values(_KEY, ignore_index=True)
     x, t_x, age, n = (keys[c].to_numpy(float) for c in (*_KEY, "count"))
     fits = {m: btyd.fit_purchases(m, x, t_x, age, n) for m in btyd.PURCHASE_MODELS}

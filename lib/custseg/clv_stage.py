@@ -37,7 +37,7 @@ from custseg.clv import (
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.refine import CANCELLATIONS, FACT
-from custseg.rfm import default_as_of
+from custseg.segment import resolve_as_of
 from custseg.summary import StageSummary
 
 SPEND_MODEL = "custseg-clv-spend"
@@ -46,15 +46,6 @@ CLV_PREDICTIONS = "clv_predictions"
 CLV_BACKTEST = "clv_backtest"
 CLV_DECILES = "clv_backtest_deciles"
 FINGERPRINT = "training_fingerprint"
-
-
-def _date(text: str | None, flag: str) -> dt.date | None:
-    if not text:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{flag} must be a date yyyy-mm-dd, got {text!r}") from None
 
 
 def plan(first_day: dt.date, as_of: dt.date, horizon: int, windows: int,
@@ -197,8 +188,7 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     if bounds[0] is None:
         raise InputError("silver/fct_invoices has no identified customers: nothing to value")
     first_day, last_day = bounds[0].date(), bounds[1].date()
-    T = (_date(as_of, "--as-of") or _date(cfg["clv"]["as_of"], "clv.as_of")
-         or default_as_of(fact))
+    T = resolve_as_of(spark, root, cfg, as_of, section="clv")
     evaluation, cutoffs = plan(first_day, T, h, cfg["clv"]["training_windows"], backtest)
     if evaluation + dt.timedelta(days=h) > last_day + dt.timedelta(days=1):
         summary.notes.append(f"warning: the data ends on {last_day}, so actual spend covers "

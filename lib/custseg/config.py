@@ -210,14 +210,17 @@ def validate_segments(seg: Config) -> None:
         raise ConfigError(f"'segment.value_tiers' maps no tier for {', '.join(gaps)}")
 
 
+def _check_date(value: str | None, key: str) -> None:
+    if value is not None:
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"'{key}' must be a date yyyy-mm-dd, got {value!r}") from None
+
+
 def _validate_models(cfg: Config) -> None:
     seg = cfg["segment"]
-    if seg["as_of"] is not None:
-        try:
-            dt.date.fromisoformat(seg["as_of"])
-        except ValueError:
-            raise ConfigError(f"'segment.as_of' must be a date yyyy-mm-dd, got {seg['as_of']!r}") \
-                from None
+    _check_date(seg["as_of"], "segment.as_of")
     windows = seg["windows_days"]
     if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in windows):
         raise ConfigError(f"'segment.windows_days' must be positive whole days, got {windows!r}")
@@ -240,12 +243,7 @@ def _validate_models(cfg: Config) -> None:
 
 
 def _validate_clv(clv: Config) -> None:
-    if clv["as_of"] is not None:
-        try:
-            dt.date.fromisoformat(clv["as_of"])
-        except ValueError:
-            raise ConfigError(f"'clv.as_of' must be a date yyyy-mm-dd, got {clv['as_of']!r}") \
-                from None
+    _check_date(clv["as_of"], "clv.as_of")
     for key in ("horizon_days", "training_windows", "training_sample"):
         if clv[key] < 1:
             raise ConfigError(f"'clv.{key}' must be at least 1, got {clv[key]}")

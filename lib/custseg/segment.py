@@ -39,9 +39,10 @@ def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
      .partitionBy("as_of").save(path))
 
 
-def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None) -> dt.date:
-    """--as-of, else segment.as_of, else the day after the last invoice."""
-    text = as_of or cfg["segment"]["as_of"]
+def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None,
+                  section: str = "segment") -> dt.date:
+    """--as-of, else ``<section>.as_of``, else the day after the last invoice."""
+    text = as_of or cfg[section]["as_of"]
     if text:
         try:
             return dt.date.fromisoformat(text)
