@@ -8,7 +8,10 @@ UCI := ../shared/data/Online_Retail.xlsx
 INPUT ?= $(if $(wildcard $(UCI)),$(UCI),$(SAMPLE))
 LAKEHOUSE ?= ./lakehouse
 
-.PHONY: setup jars run test lint dist clean
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: setup jars browser run test lint dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +24,18 @@ jars: $(STAMP)
 
 setup: $(STAMP) jars
 
+# The dashboard test drives Debian's Chromium (Playwright downloads no browser of its own).
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
+
 $(SAMPLE): | $(STAMP)
 	$(BIN)/custseg generate --customers 2000 --out $(SAMPLE) --seed 7
 
 run: setup $(if $(filter $(SAMPLE),$(INPUT)),$(SAMPLE))
 	$(BIN)/custseg run --input $(INPUT) --lakehouse $(LAKEHOUSE)
 
-test: setup
+test: setup browser
 	$(BIN)/ruff check lib jobs tests bench
 	$(BIN)/pytest
 

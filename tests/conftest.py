@@ -66,3 +66,29 @@ def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict)
     ingest(spark, src, root, cfg)
     refine(spark, root, cfg)
     return root
+
+
+NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "clv.gbt.max_iter=3",
+                              "cluster.k_max=4"])
+
+
+@pytest.fixture(scope="session")
+def notebook_run(spark, tmp_path_factory):
+    """The four notebooks run in order as plain Python on a generated 300-customer sample,
+    parameters from the environment; the lakehouse they build serves the dashboard tests too."""
+    import runpy
+
+    root = tmp_path_factory.mktemp("notebooks") / "lakehouse"
+    out = root.parent / "dashboard.html"
+    env = {"LAKEHOUSE": str(root), "SAMPLE_CUSTOMERS": "300", "SETTINGS": NOTEBOOK_SETTINGS,
+           "OUT": str(out), "TOP": "5"}
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(f"CUSTSEG_NB_{key}", value)
+    namespaces = {}
+    try:
+        for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+            namespaces[path.name[:2]] = runpy.run_path(str(path), run_name="__main__")
+    finally:
+        mp.undo()
+    return {"root": str(root), "out": out, "ns": namespaces}

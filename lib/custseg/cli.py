@@ -12,7 +12,7 @@ from custseg.config import Config, load_config
 from custseg.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STAGE_FAILED, CustsegError
 from custseg.summary import StageSummary
 
-PIPELINE = ("ingest", "refine", "report", "segment", "clv")
+PIPELINE = ("ingest", "refine", "report", "segment", "clv", "dashboard")
 
 
 def log(stage: str, message: str) -> None:
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "report": "rebuild the gold reporting tables from silver",
         "segment": "RFM scores, named segments and KMeans clusters as of a date (MLflow)",
         "clv": "next-period spend and value tier: GBT models backtested against baselines",
+        "dashboard": "write the marketer's dashboard (one self-contained HTML file)",
         "run": "all stages in order: " + ", ".join(PIPELINE),
     }
     for name, text in helps.items():
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="predict spend over this many days (default clv.horizon_days)")
             p.add_argument("--backtest", action="store_true",
                            help="score at --as-of and compare with the actual spend after it")
+        if name in ("dashboard", "run"):
+            p.add_argument("--out", help="dashboard HTML file (default dashboard.out, else "
+                                         "<lakehouse>/dashboard/report.html)")
     models = sub.add_parser("models", help="list registered models or roll one back")
     models.add_argument("action", choices=("list", "rollback"))
     models.add_argument("name", nargs="?", help="registered model (rollback)")
@@ -95,16 +99,20 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         elif stage == "report":
             from custseg.report import report
 
-            summary = report(spark, args.lakehouse)
+            summary = report(spark, args.lakehouse, cfg)
         elif stage == "segment":
             from custseg.segment import segment
 
             summary = segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
-        else:
+        elif stage == "clv":
             from custseg.clv_stage import clv
 
             summary = clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
                           args.backtest, args.use_champion)
+        else:
+            from custseg.dashboard import dashboard
+
+            summary = dashboard(spark, args.lakehouse, cfg, args.out)
         _print_summary(summary)
 
 

@@ -22,11 +22,12 @@ FIELDS = (
     "unit_price", "customer_id", "country", "amount",
 )
 FORMATS = ("auto", "xlsx", "csv", "parquet")
-_FREE_DICTS = {"spark.conf"}
+_FREE_DICTS = {"spark.conf", "dashboard.actions"}
+_REPLACED_DICTS = {"dashboard.actions"}  # given whole, so renamed segments can drop old keys
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
 _NULL_TYPES: dict[str, type] = {
     "cluster.k": int, "segment.as_of": str, "clv.as_of": str, "mlflow.tracking_uri": str,
-    "mlflow.artifact_location": str,
+    "mlflow.artifact_location": str, "dashboard.out": str,
 }
 _NULLABLE |= set(_NULL_TYPES)
 CLUSTER_FEATURES = (
@@ -95,7 +96,10 @@ def _merge(base: Config, override: Config, source: str, prefix: str = "") -> Non
         if path in _FREE_DICTS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{path}' must be a mapping, got {value!r}")
-            default.update(value)
+            if path in _REPLACED_DICTS:
+                base[key] = dict(value)
+            else:
+                default.update(value)
             continue
         if isinstance(value, dt.date):
             value = value.isoformat()
@@ -240,6 +244,42 @@ def _validate_models(cfg: Config) -> None:
     if cl["max_iter"] < 1:
         raise ConfigError("'cluster.max_iter' must be at least 1")
     _validate_clv(cfg["clv"])
+    _validate_outputs(cfg)
+
+
+def _validate_outputs(cfg: Config) -> None:
+    nature = cfg["report"]["purchase_nature"]
+    if set(nature) != {"bulk_min_items", "reseller_min_items"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in nature.values()):
+        raise ConfigError("'report.purchase_nature' must be {bulk_min_items: units, "
+                          f"reseller_min_items: units}}, got {nature!r}")
+    if not 1 < nature["bulk_min_items"] < nature["reseller_min_items"]:
+        raise ConfigError("'report.purchase_nature' needs 1 < bulk_min_items < "
+                          f"reseller_min_items, got {nature['bulk_min_items']} and "
+                          f"{nature['reseller_min_items']}")
+    if cfg["report"]["growth_months"] < 1:
+        raise ConfigError("'report.growth_months' must be at least 1")
+    drift = cfg["drift"]
+    for key in ("psi_threshold", "share_change_threshold"):
+        if drift[key] <= 0:
+            raise ConfigError(f"'drift.{key}' must be positive, got {drift[key]}")
+    if drift["psi_bins"] < 2:
+        raise ConfigError(f"'drift.psi_bins' must be at least 2, got {drift['psi_bins']}")
+    dash = cfg["dashboard"]
+    for key in ("top_countries", "top_products", "top_customers", "scatter_sample"):
+        if dash[key] < 1:
+            raise ConfigError(f"'dashboard.{key}' must be at least 1, got {dash[key]}")
+    names = [s["name"] for s in cfg["segment"]["segments"]]
+    for key, given in (("retain_segments", dash["retain_segments"]),
+                       ("actions", list(dash["actions"]))):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise ConfigError(f"'dashboard.{key}' names segments that 'segment.segments' does "
+                              f"not have: {', '.join(map(str, unknown))} (segments: "
+                              f"{', '.join(names)})")
+    bad = [k for k, v in dash["actions"].items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise ConfigError(f"'dashboard.actions' needs a text for {', '.join(bad)}")
 
 
 def _validate_clv(clv: Config) -> None:

@@ -17,9 +17,14 @@ from pyspark.sql import DataFrame, SparkSession
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
 
 
+def is_uri(path: str) -> bool:
+    """True for a URI with a scheme (s3a://, gs://, dbfs:/), False for a local path."""
+    return bool(_SCHEME.match(path))
+
+
 def normalise_root(lakehouse: str) -> str:
     """Absolute local path, or a URI (s3a://, gs://, abfss://, dbfs:/) left as given."""
-    if _SCHEME.match(lakehouse):
+    if is_uri(lakehouse):
         return lakehouse.rstrip("/")
     return os.path.abspath(lakehouse)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg import lakehouse
+from custseg.config import Config, load_config
 from custseg.errors import InputError
 from custseg.refine import DIM_CUSTOMER, DIM_DATETIME, DIM_PRODUCT, FACT
 from custseg.summary import StageSummary
@@ -94,6 +96,100 @@ def report_year_invoices(fact: DataFrame) -> DataFrame:
                  F.sum("total_price").alias("revenue")))
 
 
+PURCHASE_CLASSES = ("personal", "bulk", "reseller")
+
+
+def purchase_class(items: Column, bulk_min_items: int, reseller_min_items: int) -> Column:
+    """An order's class by the items (units) on it: personal, bulk or reseller."""
+    return (F.when(items >= reseller_min_items, "reseller")
+            .when(items >= bulk_min_items, "bulk").otherwise("personal"))
+
+
+def purchase_nature(fact: DataFrame, bulk_min_items: int, reseller_min_items: int) -> DataFrame:
+    """Per purchase class: orders, customers placing them, items, revenue and their shares.
+
+    Orders are invoices; a customer who places orders of two classes counts in both.
+    """
+    orders = fact.groupBy("invoice_no").agg(
+        F.first("customer_id", ignorenulls=True).alias("customer_id"),
+        F.sum("quantity").cast("long").alias("items"),
+        F.sum("total_price").alias("revenue"),
+    ).withColumn("purchase_class",
+                 purchase_class(F.col("items"), bulk_min_items, reseller_min_items))
+    per_class = orders.groupBy("purchase_class").agg(
+        F.count("*").alias("orders"),
+        F.countDistinct("customer_id").alias("customers"),
+        F.sum("items").alias("items"),
+        F.sum("revenue").alias("revenue"),
+    )
+    bounds = {"personal": (0, bulk_min_items - 1), "bulk": (bulk_min_items, reseller_min_items - 1),
+              "reseller": (reseller_min_items, None)}
+    classes = F.broadcast(orders.sparkSession.createDataFrame(
+        [(c, i, lo, hi) for i, (c, (lo, hi)) in enumerate(bounds.items())],
+        "purchase_class string, class_order int, min_items long, max_items long"))
+    totals = F.broadcast(orders.agg(F.count("*").alias("_orders"),
+                                    F.sum("revenue").alias("_revenue")))
+    return (classes.join(per_class, "purchase_class", "left").crossJoin(totals)
+            .select("purchase_class", "class_order", "min_items", "max_items",
+                    F.coalesce("orders", F.lit(0)).alias("orders"),
+                    F.coalesce("customers", F.lit(0)).alias("customers"),
+                    F.coalesce("items", F.lit(0)).alias("items"),
+                    F.coalesce("revenue", F.lit(0.0)).alias("revenue"),
+                    (F.coalesce("orders", F.lit(0)) / F.col("_orders")).alias("share_orders"),
+                    (F.coalesce("revenue", F.lit(0.0)) / F.col("_revenue"))
+                    .alias("share_revenue"),
+                    (F.col("revenue") / F.col("orders")).alias("average_order_value")))
+
+
+def country_activity(fact: DataFrame, growth_months: int) -> DataFrame:
+    """Per country: customers, orders, revenue, revenue per customer and growth.
+
+    Growth compares the last ``growth_months`` months up to the last invoice with the
+    ``growth_months`` before them (revenue and active customers); null where the earlier
+    period had none. Revenue includes anonymous lines; revenue per customer uses only the
+    identified customers' revenue.
+    """
+    end = fact.agg(F.max("invoice_date").alias("period_end"))
+    lines = fact.crossJoin(F.broadcast(end)).withColumn(
+        "_period",
+        F.when(F.col("invoice_date") > F.add_months("period_end", -growth_months), "recent")
+        .when(F.col("invoice_date") > F.add_months("period_end", -2 * growth_months),
+              "previous"))
+    known = F.col("customer_id").isNotNull()
+
+    def in_period(name: str, col: Column) -> Column:
+        return F.when(F.col("_period") == name, col)
+
+    agg = lines.groupBy("country").agg(
+        F.countDistinct("customer_id").alias("customers"),
+        F.countDistinct("invoice_no").alias("orders"),
+        F.sum("total_price").alias("revenue"),
+        F.sum(F.when(known, F.col("total_price"))).alias("_customer_revenue"),
+        F.coalesce(F.sum(in_period("recent", F.col("total_price"))), F.lit(0.0))
+        .alias("revenue_recent"),
+        F.coalesce(F.sum(in_period("previous", F.col("total_price"))), F.lit(0.0))
+        .alias("revenue_previous"),
+        F.countDistinct(in_period("recent", F.col("customer_id"))).alias("customers_recent"),
+        F.countDistinct(in_period("previous", F.col("customer_id")))
+        .alias("customers_previous"),
+        F.first("period_end").alias("period_end"),
+    )
+
+    def growth(now: str, before: str) -> Column:
+        return F.when(F.col(before) > 0, F.col(now) / F.col(before) - 1)
+
+    return agg.select(
+        "country", "customers", "orders", "revenue",
+        (F.col("_customer_revenue") / F.col("customers")).alias("revenue_per_customer"),
+        (F.col("revenue") / F.col("orders")).alias("average_order_value"),
+        "revenue_recent", "revenue_previous",
+        growth("revenue_recent", "revenue_previous").alias("revenue_growth"),
+        "customers_recent", "customers_previous",
+        growth("customers_recent", "customers_previous").alias("customer_growth"),
+        F.lit(growth_months).alias("growth_months"), "period_end",
+    )
+
+
 RFM_PATH = ("gold", "rfm_segments")
 
 
@@ -109,8 +205,11 @@ def _inputs(spark: SparkSession, root: str) -> dict[str, str]:
     return silver
 
 
-def _reports(spark: SparkSession, paths: dict[str, str]) -> dict[str, tuple[list[str], Callable]]:
+def _reports(spark: SparkSession, paths: dict[str, str], cfg: Config
+             ) -> dict[str, tuple[list[str], Callable]]:
     t = {name: lakehouse.read(spark, path) for name, path in paths.items()}
+    rep = cfg["report"]
+    nature = rep["purchase_nature"]
     fact, products = t[FACT], t[DIM_PRODUCT]
     customer_inputs = [FACT, DIM_CUSTOMER] + (["rfm_segments"] if "rfm_segments" in t else [])
     return {
@@ -123,13 +222,24 @@ def _reports(spark: SparkSession, paths: dict[str, str]) -> dict[str, tuple[list
         "report_product_invoices": ([FACT, DIM_PRODUCT],
                                     lambda: report_product_invoices(fact, products)),
         "report_year_invoices": ([FACT], lambda: report_year_invoices(fact)),
+        "purchase_nature": ([FACT, _setting("purchase_nature", nature)], lambda: purchase_nature(
+            fact, nature["bulk_min_items"], nature["reseller_min_items"])),
+        "country_activity": ([FACT, _setting("growth_months", rep["growth_months"])],
+                             lambda: country_activity(fact, rep["growth_months"])),
     }
+
+
+def _setting(name: str, value: object) -> str:
+    """A settings 'input': a report built with other settings is rebuilt like one whose
+    inputs changed."""
+    return f"setting:{name}={json.dumps(value, sort_keys=True)}"
 
 
 def _build(spark: SparkSession, root: str, name: str, inputs: list[str], build: Callable,
            paths: dict[str, str]) -> bool:
     """Rebuild one report unless the versions of its inputs are those it was built from."""
-    versions = {i: lakehouse.version(spark, paths[i]) for i in inputs}
+    versions = {i: (True if i.startswith("setting:") else lakehouse.version(spark, paths[i]))
+                for i in inputs}
     path = lakehouse.table_path(root, "gold", name)
     if lakehouse.last_metadata(spark, path).get("input_versions") == versions:
         return False
@@ -140,18 +250,18 @@ def _build(spark: SparkSession, root: str, name: str, inputs: list[str], build: 
 def refresh_customer_report(spark: SparkSession, root: str) -> int:
     """Rebuild gold/report_customers (after segmenting) and return its row count."""
     paths = _inputs(spark, root)
-    inputs, build = _reports(spark, paths)["report_customers"]
+    inputs, build = _reports(spark, paths, load_config())["report_customers"]
     _build(spark, root, "report_customers", inputs, build, paths)
     return lakehouse.read(spark, lakehouse.table_path(root, "gold", "report_customers")).count()
 
 
-def report(spark: SparkSession, root: str) -> StageSummary:
-    """Rebuild each gold report whose inputs changed since it was last written."""
+def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSummary:
+    """Rebuild each gold report whose inputs (or settings) changed since it was last written."""
     start = time.time()
     summary = StageSummary("report")
     paths = _inputs(spark, root)
     summary.rows_in = lakehouse.read(spark, paths[FACT]).count()
-    reports = _reports(spark, paths)
+    reports = _reports(spark, paths, cfg or load_config())
     unchanged = 0
     for name, (inputs, build) in reports.items():
         if not _build(spark, root, name, inputs, build, paths):

@@ -30,6 +30,7 @@ MODEL_NAME = "custseg-segmentation"
 RFM_SEGMENTS = "rfm_segments"
 CUSTOMER_CLUSTERS = "customer_clusters"
 CLUSTER_PROFILES = "cluster_profiles"
+CLUSTER_SELECTION = "cluster_selection"
 
 
 def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
@@ -49,6 +50,14 @@ def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None
         except ValueError:
             raise InputError(f"--as-of must be a date yyyy-mm-dd, got {text!r}") from None
     return default_as_of(lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT)))
+
+
+def selection_table(spark: SparkSession, sweep: Sweep, as_of: dt.date) -> DataFrame:
+    """One row per k tried: WCSS, silhouette, and whether it is the chosen k or the elbow."""
+    return spark.createDataFrame(
+        [(as_of, k, sweep.wcss[k], sweep.silhouette[k], k == sweep.chosen_k, k == sweep.elbow_k)
+         for k in sorted(sweep.wcss)],
+        "as_of date, k int, wcss double, silhouette double, chosen boolean, elbow boolean")
 
 
 def _charts(sweep: Sweep, folder: str) -> str:
@@ -138,6 +147,9 @@ def segment(
                 + ", ".join(f"{k}: {s:.3f}" for k, s in sorted(sweep.silhouette.items())))
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(_charts(sweep, tmp))
+            replace_as_of(selection_table(spark, sweep, date),
+                          lakehouse.table_path(root, "gold", CLUSTER_SELECTION), date)
+            summary.rows_out["gold/cluster_selection"] = len(sweep.wcss)
             info = mlflow.spark.log_model(model, artifact_path="model",
                                           registered_model_name=MODEL_NAME)
             version = info.registered_model_version

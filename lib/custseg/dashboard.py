@@ -1,0 +1,693 @@
+"""The marketer's dashboard: one self-contained HTML file built from the gold tables.
+
+Spark computes every figure; only aggregates (a few hundred rows at most), a seeded sample for
+the cluster scatter and the top-N retention list reach the driver. Plotly's JavaScript is
+embedded once, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml.feature import Bucketizer
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from custseg import drift, insights, lakehouse
+from custseg.config import Config
+from custseg.errors import InputError
+from custseg.summary import StageSummary
+
+TOP_SHARE = 0.2
+SPEND_BANDS = [0.0, 1.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, math.inf]
+TIER_ORDER = ("Low", "Mid", "High")
+
+
+@dataclass
+class Kpis:
+    """The headline numbers, as the gold tables give them."""
+
+    customers: int
+    revenue: float
+    orders: int
+    average_order_value: float
+    top20_share: float
+
+
+@dataclass
+class Page:
+    """Everything the page shows, already aggregated."""
+
+    kpis: Kpis
+    generated: str
+    root: str
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def _table(spark: SparkSession, root: str, layer: str, name: str) -> DataFrame | None:
+    path = lakehouse.table_path(root, layer, name)
+    return lakehouse.read(spark, path) if lakehouse.exists(spark, path) else None
+
+
+def _rows(df: DataFrame) -> list[dict]:
+    return [r.asDict() for r in df.collect()]
+
+
+def kpis(transactions: DataFrame, customers: DataFrame) -> Kpis:
+    """Customers (identified), revenue and orders (all invoices), AOV, and the share of the
+    identified customers' revenue that comes from the top 20% of them (those above the 80th
+    percentile of total purchase)."""
+    t = transactions.agg(F.count("*").alias("orders"),
+                         F.sum("sales").alias("revenue")).first()
+    c = customers.agg(F.count("*").alias("n"), F.sum("total_purchase").alias("total"),
+                      F.percentile_approx("total_purchase", 1 - TOP_SHARE, 1_000_000)
+                      .alias("cut")).first()
+    top = customers.where(F.col("total_purchase") > F.lit(c["cut"])).agg(
+        F.sum("total_purchase").alias("s")).first()["s"] or 0.0
+    revenue = float(t["revenue"] or 0.0)
+    return Kpis(customers=int(c["n"]), revenue=revenue, orders=int(t["orders"]),
+                average_order_value=revenue / t["orders"] if t["orders"] else 0.0,
+                top20_share=top / c["total"] if c["total"] else 0.0)
+
+
+def _latest(df: DataFrame) -> dt.date | None:
+    return df.agg(F.max("as_of")).first()[0]
+
+
+def _sales(spark: SparkSession, root: str, cfg: Config) -> dict:
+    dash = cfg["dashboard"]
+    out: dict[str, Any] = {}
+    months = _table(spark, root, "gold", "report_year_invoices")
+    if months is not None:
+        out["months"] = _rows(months.orderBy("year", "month"))
+    activity = _table(spark, root, "gold", "country_activity")
+    if activity is not None:
+        out["countries"] = _rows(activity.orderBy(F.desc("revenue"), "country")
+                                 .limit(dash["top_countries"]))
+    products = _table(spark, root, "gold", "report_product_invoices")
+    if products is not None:
+        out["products"] = _rows(products.where(~F.coalesce("is_non_product", F.lit(False)))
+                                .orderBy(F.desc("revenue"), "stock_code")
+                                .limit(dash["top_products"]))
+    nature = _table(spark, root, "gold", "purchase_nature")
+    if nature is not None:
+        out["nature"] = _rows(nature.orderBy("class_order"))
+    return out
+
+
+def _segments(rfm: DataFrame, as_of: dt.date,
+              predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
+    now = insights.at(rfm, as_of)
+    same_day = predicted[0] if predicted is not None and predicted[1] == as_of else None
+    total = now.agg(F.sum("monetary")).first()[0] or 1.0
+    seg = (now.groupBy("segment").agg(F.count("*").alias("customers"),
+                                      F.sum("monetary").alias("revenue"))
+           .withColumn("share_revenue", F.col("revenue") / F.lit(total)))
+    return {
+        "as_of": as_of,
+        "segments": _rows(seg.orderBy(F.desc("customers"), "segment")),
+        "rf": _rows(now.groupBy("r_score", "f_score").count()),
+        "tiers": _rows(now.groupBy("value_tier").agg(F.count("*").alias("customers"),
+                                                     F.sum("monetary").alias("revenue"))),
+        "profile": _rows(insights.segment_profile(now, same_day)
+                         .orderBy(F.desc("share_revenue"))),
+    }
+
+
+def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
+              cfg: Config) -> dict:
+    out: dict[str, Any] = {}
+    profiles = _table(spark, root, "gold", "cluster_profiles")
+    if profiles is not None:
+        out["profiles"] = _rows(profiles.where(F.col("as_of") == F.lit(as_of))
+                                .orderBy(F.desc("share_revenue")))
+    selection = _table(spark, root, "gold", "cluster_selection")
+    if selection is not None:
+        latest = selection.where(F.col("as_of") <= F.lit(as_of)).agg(F.max("as_of")).first()[0]
+        if latest is not None:
+            out["selection_as_of"] = latest
+            out["selection"] = _rows(selection.where(F.col("as_of") == F.lit(latest))
+                                     .orderBy("k"))
+    assigned = _table(spark, root, "gold", "customer_clusters")
+    if assigned is not None:
+        joined = (rfm.where(F.col("as_of") == F.lit(as_of))
+                  .join(assigned.where(F.col("as_of") == F.lit(as_of))
+                        .select("customer_id", "cluster", "cluster_name"), "customer_id"))
+        n = joined.count()
+        want = cfg["dashboard"]["scatter_sample"]
+        fraction = min(1.0, 1.2 * want / n) if n else 1.0
+        sample = joined.sample(fraction=fraction, seed=7).limit(want)
+        out["scatter"] = _rows(sample.select(
+            "cluster", "cluster_name", F.log1p("recency_days").alias("log_r"),
+            F.log1p("frequency").alias("log_f"),
+            F.log1p(F.greatest("monetary", F.lit(0.0))).alias("log_m")))
+        out["scatter_of"] = n
+    return out
+
+
+def _predictions(spark: SparkSession, root: str, cfg: Config
+                 ) -> tuple[DataFrame, dt.date, int] | None:
+    """gold/clv_predictions at its latest as-of date, for the configured horizon when present
+    (else the shortest)."""
+    preds = _table(spark, root, "gold", "clv_predictions")
+    if preds is None:
+        return None
+    as_of = _latest(preds)
+    at = preds.where(F.col("as_of") == F.lit(as_of))
+    horizons = sorted(r[0] for r in at.select("horizon_days").distinct().collect())
+    h = cfg["clv"]["horizon_days"] if cfg["clv"]["horizon_days"] in horizons else horizons[0]
+    return at.where(F.col("horizon_days") == h), as_of, h
+
+
+def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
+           predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
+    out: dict[str, Any] = {}
+    if predicted is not None:
+        at, as_of, h = predicted
+        out.update(as_of=as_of, horizon_days=h)
+        banded = Bucketizer(splits=[-math.inf, *SPEND_BANDS[1:]], inputCol="predicted_spend",
+                            outputCol="band").transform(at)
+        out["bands"] = _rows(banded.groupBy("band").agg(
+            F.count("*").alias("customers"), F.sum("predicted_spend").alias("spend")))
+        out["tiers"] = _rows(at.groupBy("predicted_tier").agg(
+            F.count("*").alias("customers"), F.sum("predicted_spend").alias("spend")))
+        out["total_predicted"] = at.agg(F.sum("predicted_spend")).first()[0]
+        segments = insights.at(rfm, as_of)
+        if segments.limit(1).count() == 0:
+            segments = insights.at(rfm, _latest(rfm))
+        out["retain"] = _rows(insights.customers_to_retain(
+            segments, at, cfg["dashboard"]["top_customers"],
+            cfg["dashboard"]["retain_segments"]))
+    deciles = _table(spark, root, "gold", "clv_backtest_deciles")
+    backtest = _table(spark, root, "gold", "clv_backtest")
+    if deciles is not None and backtest is not None:
+        when = _latest(backtest)
+        bt = backtest.where(F.col("as_of") == F.lit(when))
+        h = bt.agg(F.max("horizon_days")).first()[0]
+        bt = bt.where(F.col("horizon_days") == h)
+        out["backtest"] = _rows(bt.orderBy(F.desc_nulls_last("normalised_gini"), "model"))
+        out["backtest_as_of"], out["backtest_horizon"] = when, h
+        ours = [r["model"] for r in out["backtest"] if r["role"] in ("candidate", "champion")]
+        if ours:
+            out["deciles_model"] = ours[0]
+            out["deciles"] = _rows(deciles.where(
+                (F.col("as_of") == F.lit(when)) & (F.col("horizon_days") == h)
+                & (F.col("model") == ours[0])).orderBy("decile"))
+    return out
+
+
+def _changes(rfm: DataFrame, dates: list[dt.date], cfg: Config) -> dict:
+    before, after = dates[-2], dates[-1]
+    d = cfg["drift"]
+    moves = _rows(drift.segment_migration(rfm, before, after))
+    shares = _rows(drift.segment_shares(rfm, before, after).orderBy("segment"))
+    a = rfm.where(F.col("as_of") == F.lit(before))
+    b = rfm.where(F.col("as_of") == F.lit(after))
+    flags = []
+    for col, label in (("recency_days", "Recency"), ("frequency", "Frequency"),
+                       ("monetary", "Monetary")):
+        value = drift.psi(a, b, col, d["psi_bins"])
+        flags.append({"check": f"PSI {label}", "value": value, "threshold": d["psi_threshold"],
+                      "breach": value >= d["psi_threshold"]})
+    for s in shares:
+        flags.append({"check": f"share of {s['segment']}", "value": s["share_change"],
+                      "threshold": d["share_change_threshold"],
+                      "breach": abs(s["share_change"]) >= d["share_change_threshold"]})
+    return {"before": before, "after": after, "moves": moves, "flags": flags}
+
+
+def _quality(spark: SparkSession, root: str) -> dict:
+    out: dict[str, Any] = {}
+    q = _table(spark, root, "silver", "quarantine")
+    if q is not None:
+        out["reasons"] = _rows(q.groupBy("reason").count().orderBy(F.desc("count"), "reason"))
+    log = _table(spark, root, "silver", "refine_log")
+    if log is not None:
+        out["batches"] = log.count()
+        out["recent"] = _rows(log.orderBy(F.desc("refined_at")).limit(10))
+        out["totals"] = log.agg(*[F.sum(c).alias(c) for c in (
+            "bronze_rows", "fact_rows", "cancellation_rows", "quarantine_rows")]).first().asDict()
+    return out
+
+
+def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
+    """Read the gold (and a few silver) tables and aggregate everything the page shows."""
+    transactions = _table(spark, root, "gold", "report_transactions")
+    customers = _table(spark, root, "gold", "report_customers")
+    if transactions is None or customers is None:
+        raise InputError(f"{lakehouse.normalise_root(root)}: no gold report tables; run "
+                         "'custseg report' (or 'custseg run') first")
+    page = Page(kpis=kpis(transactions, customers),
+                generated=dt.datetime.now().isoformat(sep=" ", timespec="seconds"),
+                root=lakehouse.normalise_root(root))
+    page.sections["sales"] = _sales(spark, root, cfg)
+    rfm = _table(spark, root, "gold", "rfm_segments")
+    if rfm is not None:
+        dates = drift.as_of_dates(rfm)
+        predicted = _predictions(spark, root, cfg)
+        page.sections["segments"] = _segments(rfm, dates[-1], predicted)
+        page.sections["clusters"] = _clusters(spark, root, rfm, dates[-1], cfg)
+        page.sections["value"] = _value(spark, root, rfm, cfg, predicted)
+        if len(dates) >= 2:
+            page.sections["changes"] = _changes(rfm, dates, cfg)
+    page.sections["quality"] = _quality(spark, root)
+    return page
+
+
+# ---------------------------------------------------------------- rendering (driver, no Spark)
+
+def _money(v: float | None, cur: str) -> str:
+    return "-" if v is None else f"{'-' if v < 0 else ''}{cur}{abs(v):,.0f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _num(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return html.escape(str(v))
+
+
+def kpi_text(kpis: Kpis, cur: str) -> dict[str, str]:
+    """The KPI values as the page prints them."""
+    return {"customers": f"{kpis.customers:,}", "revenue": _money(kpis.revenue, cur),
+            "orders": f"{kpis.orders:,}",
+            "average_order_value": f"{cur}{kpis.average_order_value:,.2f}",
+            "top20_share": _pct(kpis.top20_share)}
+
+
+def _html_table(rows: list[dict], columns: list[tuple[str, str, Any]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _, _ in columns)
+    body = []
+    for r in rows:
+        cells = "".join(f"<td>{fmt(r.get(key))}</td>" for _, key, fmt in columns)
+        body.append(f"<tr>{cells}</tr>")
+    return (f'<table id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+class _Charts:
+    """Plotly figures turned into divs; the page script is added once by ``render``."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def div(self, fig: Any, chart_id: str, height: int = 380) -> str:
+        fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+                          template="plotly_white")
+        self.ids.append(chart_id)
+        return (f'<div class="chart" data-chart="{chart_id}">'
+                + fig.to_html(full_html=False, include_plotlyjs=False, div_id=chart_id,
+                              default_height=f"{height}px",
+                              config={"displaylogo": False, "responsive": True})
+                + "</div>")
+
+
+def _sales_html(s: dict, ch: _Charts, cur: str) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
+    if s.get("months"):
+        x = [f"{r['year']}-{r['month']:02d}" for r in s["months"]]
+        fig = go.Figure(go.Scatter(x=x, y=[r["revenue"] for r in s["months"]],
+                                   mode="lines+markers", name="revenue"))
+        fig.update_layout(title="Monthly revenue", yaxis_title=f"revenue ({cur})")
+        parts.append(ch.div(fig, "sales-trend"))
+    if s.get("countries"):
+        c = s["countries"]
+        fig = go.Figure(go.Bar(x=[r["country"] for r in c], y=[r["revenue"] for r in c],
+                               customdata=[[r["customers"], _pct(r["revenue_growth"])]
+                                           for r in c],
+                               hovertemplate="%{x}: %{y:,.0f}<br>customers %{customdata[0]}"
+                                             "<br>growth %{customdata[1]}<extra></extra>"))
+        fig.update_layout(title=f"Revenue by country (top {len(c)})")
+        parts.append(ch.div(fig, "sales-country"))
+        parts.append(_html_table(c, [
+            ("country", "country", _num), ("customers", "customers", _num),
+            ("orders", "orders", _num), ("revenue", "revenue", lambda v: _money(v, cur)),
+            ("revenue per customer", "revenue_per_customer", lambda v: _money(v, cur)),
+            (f"revenue growth (last {c[0]['growth_months']} months)", "revenue_growth", _pct),
+            ("customer growth", "customer_growth", _pct)], "country-activity"))
+    if s.get("products"):
+        p = list(reversed(s["products"]))
+        fig = go.Figure(go.Bar(y=[f"{r['description'] or r['stock_code']}" for r in p],
+                               x=[r["revenue"] for r in p], orientation="h"))
+        fig.update_layout(title=f"Top {len(p)} products by revenue",
+                          margin={"l": 260})
+        parts.append(ch.div(fig, "sales-products", height=420))
+    if s.get("nature"):
+        n = s["nature"]
+        names = [r["purchase_class"] for r in n]
+        fig = go.Figure([go.Bar(name="share of orders", x=names,
+                                y=[r["share_orders"] for r in n]),
+                         go.Bar(name="share of revenue", x=names,
+                                y=[r["share_revenue"] for r in n])])
+        fig.update_layout(title="Purchase nature (orders by units on them)",
+                          yaxis_tickformat=".0%", barmode="group")
+        parts.append(ch.div(fig, "purchase-nature"))
+        parts.append(_html_table(n, [
+            ("class", "purchase_class", _num), ("from units", "min_items", _num),
+            ("to units", "max_items", _num), ("orders", "orders", _num),
+            ("customers", "customers", _num), ("revenue", "revenue", lambda v: _money(v, cur)),
+            ("average order", "average_order_value", lambda v: _money(v, cur))],
+            "purchase-nature-table"))
+    return "".join(parts)
+
+
+def _segments_html(s: dict, actions: dict[str, str], ch: _Charts, cur: str) -> str:
+    import plotly.graph_objects as go
+
+    seg = s["segments"]
+    n = sum(r["customers"] for r in seg) or 1
+    names = [r["segment"] for r in seg]
+    fig = go.Figure([go.Bar(name="share of customers", x=names,
+                            y=[r["customers"] / n for r in seg]),
+                     go.Bar(name="share of revenue", x=names,
+                            y=[r["share_revenue"] for r in seg])])
+    fig.update_layout(title=f"RFM segments as of {s['as_of']}", barmode="group",
+                      yaxis_tickformat=".0%")
+    parts = [ch.div(fig, "segment-sizes")]
+    grid = [[0] * 5 for _ in range(5)]
+    for r in s["rf"]:
+        grid[r["r_score"] - 1][r["f_score"] - 1] = r["count"]
+    fig = go.Figure(go.Heatmap(z=grid, x=[f"F{i}" for i in range(1, 6)],
+                               y=[f"R{i}" for i in range(1, 6)], colorscale="Blues",
+                               text=grid, texttemplate="%{text}"))
+    fig.update_layout(title="Customers by recency (R) and frequency (F) score")
+    parts.append(ch.div(fig, "rf-heatmap"))
+    tiers = sorted(s["tiers"], key=lambda r: TIER_ORDER.index(r["value_tier"])
+                   if r["value_tier"] in TIER_ORDER else 99)
+    fig = go.Figure([go.Bar(name="customers", x=[r["value_tier"] for r in tiers],
+                            y=[r["customers"] for r in tiers])])
+    fig.update_layout(title="Value tiers (from the M score)")
+    parts.append(ch.div(fig, "value-tiers", height=320))
+    rows = [{**r, "action": actions.get(r["segment"], "-")} for r in s["profile"]]
+    parts.append("<h3>What characterises each segment, and what to do</h3>" + _html_table(rows, [
+        ("segment", "segment", _num), ("customers", "customers", _num),
+        ("share", "share_customers", _pct), ("share of revenue", "share_revenue", _pct),
+        ("median days since last order", "median_recency_days", _num),
+        ("median orders", "median_frequency", _num),
+        ("median spend", "median_monetary", lambda v: _money(v, cur)),
+        ("average order", "mean_order_value", lambda v: _money(v, cur)),
+        ("main country", "main_country", _num),
+        ("predicted spend per customer", "mean_predicted_spend", lambda v: _money(v, cur)),
+        ("recommended action", "action", _num)],
+        "segment-actions"))
+    return "".join(parts)
+
+
+def _clusters_html(c: dict, ch: _Charts, cur: str) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    parts = []
+    if c.get("profiles"):
+        parts.append(_html_table(c["profiles"], [
+            ("cluster", "cluster", _num), ("name", "cluster_name", _num),
+            ("customers", "customers", _num), ("share", "share_customers", _pct),
+            ("share of revenue", "share_revenue", _pct),
+            ("median recency (days)", "median_recency_days", _num),
+            ("median orders", "median_frequency", _num),
+            ("median spend", "median_monetary", lambda v: _money(v, cur)),
+            ("mostly", "dominant_segment", _num)], "cluster-profiles"))
+    if c.get("scatter"):
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(
+            "log recency vs log spend", "log frequency vs log spend"))
+        for cl in sorted({r["cluster"] for r in c["scatter"]}):
+            pts = [r for r in c["scatter"] if r["cluster"] == cl]
+            label = f"{cl}: {pts[0]['cluster_name']}"
+            for col, x in ((1, "log_r"), (2, "log_f")):
+                fig.add_trace(go.Scatter(x=[p[x] for p in pts], y=[p["log_m"] for p in pts],
+                                         mode="markers", marker={"size": 4, "opacity": 0.6},
+                                         name=label, legendgroup=label, showlegend=col == 1,
+                                         marker_color=_COLOURS[cl % len(_COLOURS)]),
+                              row=1, col=col)
+        fig.update_layout(title=f"Customers by cluster ({len(c['scatter']):,} of "
+                                f"{c['scatter_of']:,}, a seeded sample)")
+        parts.append(ch.div(fig, "cluster-scatter", height=420))
+    if c.get("selection"):
+        sel = c["selection"]
+        ks = [r["k"] for r in sel]
+        elbow = [r["k"] for r in sel if r["elbow"]]
+        chosen = [r["k"] for r in sel if r["chosen"]]
+        fig = go.Figure(go.Scatter(x=ks, y=[r["wcss"] for r in sel], mode="lines+markers"))
+        for k in elbow:
+            fig.add_vline(x=k, line_dash="dash", annotation_text=f"elbow k={k}")
+        fig.update_layout(title=f"Elbow: within-cluster sum of squares "
+                                f"({c['selection_as_of']})", xaxis_title="k")
+        parts.append(ch.div(fig, "cluster-elbow", height=320))
+        fig = go.Figure(go.Scatter(x=ks, y=[r["silhouette"] for r in sel],
+                                   mode="lines+markers", line_color="#2ca02c"))
+        for k in chosen:
+            fig.add_vline(x=k, line_dash="dash", annotation_text=f"chosen k={k}")
+        fig.update_layout(title="Silhouette by k", xaxis_title="k")
+        parts.append(ch.div(fig, "cluster-silhouette", height=320))
+    return "".join(parts)
+
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _band_label(i: int, cur: str) -> str:
+    lo, hi = SPEND_BANDS[i], SPEND_BANDS[i + 1]
+    if i == 0:
+        return f"under {cur}1"
+    return f"{cur}{lo:,.0f}+" if math.isinf(hi) else f"{cur}{lo:,.0f}-{hi:,.0f}"
+
+
+def _value_html(v: dict, ch: _Charts, cur: str) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
+    if v.get("bands"):
+        counts = {int(r["band"]): r["customers"] for r in v["bands"]}
+        labels = [_band_label(i, cur) for i in range(len(SPEND_BANDS) - 1)]
+        fig = go.Figure(go.Bar(x=labels, y=[counts.get(i, 0) for i in range(len(labels))]))
+        fig.update_layout(title=f"Predicted spend over the next {v['horizon_days']} days "
+                                f"(as of {v['as_of']}; total "
+                                f"{_money(v['total_predicted'], cur)})",
+                          yaxis_title="customers")
+        parts.append(ch.div(fig, "spend-distribution"))
+        tiers = sorted(v["tiers"], key=lambda r: TIER_ORDER.index(r["predicted_tier"])
+                       if r["predicted_tier"] in TIER_ORDER else 99)
+        fig = go.Figure(go.Bar(x=[r["predicted_tier"] for r in tiers],
+                               y=[r["customers"] for r in tiers]))
+        fig.update_layout(title="Predicted value tier", yaxis_title="customers")
+        parts.append(ch.div(fig, "predicted-tiers", height=320))
+    if v.get("deciles"):
+        d = v["deciles"]
+        x = [f"D{r['decile']}" for r in d]
+        fig = go.Figure([go.Bar(name="mean predicted", x=x,
+                                y=[r["mean_predicted"] for r in d]),
+                         go.Bar(name="mean actual", x=x, y=[r["mean_actual"] for r in d])])
+        fig.update_layout(title=f"Backtest at {v['backtest_as_of']} "
+                                f"({v['backtest_horizon']} days): {v['deciles_model']} by "
+                                "predicted decile (D1 = highest)", barmode="group")
+        parts.append(ch.div(fig, "backtest-deciles"))
+    if v.get("backtest"):
+        parts.append(_html_table(v["backtest"], [
+            ("model", "model", _num), ("role", "role", _num),
+            ("version", "model_version", _num), ("customers", "customers", _num),
+            ("normalised Gini", "normalised_gini", lambda x: _num(x, 3)),
+            ("Spearman", "spearman", lambda x: _num(x, 3)),
+            ("top-decile share", "top_decile_share", _pct),
+            ("MAE", "mae", lambda x: _num(x, 1)),
+            ("tier macro-F1", "tier_macro_f1", lambda x: _num(x, 3))], "clv-backtest"))
+    if "retain" in v:
+        parts.append("<h3>Top customers to retain</h3>")
+        parts.append(_html_table(v["retain"], [
+            ("customer", "customer_id", lambda x: html.escape(str(x))),
+            ("segment", "segment", _num), ("country", "country", _num),
+            ("days since last order", "recency_days", _num), ("orders", "frequency", _num),
+            ("spend to date", "monetary", lambda x: _money(x, cur)),
+            ("predicted spend", "predicted_spend", lambda x: _money(x, cur)),
+            ("tier", "predicted_tier", _num),
+            ("P(alive)", "p_alive", lambda x: _num(x, 2))], "retain"))
+    return "".join(parts)
+
+
+def _changes_html(c: dict, ch: _Charts, cur: str) -> str:
+    import plotly.graph_objects as go
+
+    moves = [m for m in c["moves"] if m["customers"] > 0]
+    left = sorted({m["from_segment"] for m in moves})
+    right = sorted({m["to_segment"] for m in moves})
+    labels = [f"{s} ({c['before']})" for s in left] + [f"{s} ({c['after']})" for s in right]
+    fig = go.Figure(go.Sankey(
+        node={"label": labels, "pad": 12},
+        link={"source": [left.index(m["from_segment"]) for m in moves],
+              "target": [len(left) + right.index(m["to_segment"]) for m in moves],
+              "value": [m["customers"] for m in moves]}))
+    fig.update_layout(title=f"Segment migration {c['before']} to {c['after']} (customers)")
+    parts = [ch.div(fig, "segment-migration", height=520)]
+    parts.append(_html_table(c["flags"], [
+        ("check", "check", _num), ("value", "value", lambda x: _num(x, 3)),
+        ("threshold", "threshold", lambda x: _num(x, 3)),
+        ("flag", "breach", lambda b: '<span class="flag">DRIFT</span>' if b else "ok")],
+        "drift-flags"))
+    return "".join(parts)
+
+
+def _quality_html(q: dict, ch: _Charts) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
+    if q.get("reasons"):
+        r = q["reasons"]
+        fig = go.Figure(go.Bar(x=[x["reason"] for x in r], y=[x["count"] for x in r]))
+        fig.update_layout(title="Quarantined rows by reason", yaxis_title="rows")
+        parts.append(ch.div(fig, "quarantine-reasons", height=320))
+    if q.get("totals"):
+        t = q["totals"]
+        ok = t["bronze_rows"] == t["fact_rows"] + t["cancellation_rows"] + t["quarantine_rows"]
+        verdict = "(reconciles)" if ok else "(DOES NOT RECONCILE)"
+        parts.append(
+            f'<p id="reconciliation" class="{"ok" if ok else "flag"}">'
+            f'{q["batches"]:,} batch{"" if q["batches"] == 1 else "es"}: '
+            f'{t["bronze_rows"]:,} bronze rows = '
+            f'{t["fact_rows"]:,} fact + {t["cancellation_rows"]:,} cancellations + '
+            f'{t["quarantine_rows"]:,} quarantine {verdict}'
+            "</p>")
+        parts.append(_html_table(q["recent"], [
+            ("batch", "batch_id", lambda x: html.escape(str(x)[:16])),
+            ("bronze", "bronze_rows", _num), ("fact", "fact_rows", _num),
+            ("cancellations", "cancellation_rows", _num),
+            ("quarantine", "quarantine_rows", _num),
+            ("refined at", "refined_at", lambda x: html.escape(str(x)[:19]))], "batches"))
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;
+color:#1d232b}
+header{background:#1d3557;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;opacity:.8;font-size:13px}
+main{padding:16px 32px;max-width:1400px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:16px 0;
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
+h2{margin:0 0 8px;font-size:18px}h3{font-size:15px;margin:16px 0 6px}
+.kpis{display:flex;gap:16px;flex-wrap:wrap}
+.kpi{background:#fff;border-radius:8px;padding:14px 20px;min-width:170px;
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.kpi-value{display:block;font-size:26px;font-weight:600}.kpi-label{font-size:13px;color:#555}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}
+th,td{border-bottom:1px solid #e3e5e8;padding:4px 8px;text-align:left}
+th{background:#f0f2f5}.flag{color:#c1121f;font-weight:600}.ok{color:#2a7a2a}
+.empty{color:#777;font-style:italic}
+"""
+
+
+def render(page: Page, cfg: Config) -> str:
+    """The page as one HTML document with Plotly's JavaScript inline."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    cur = cfg["dashboard"]["currency"]
+    ch = _Charts()
+    k = page.kpis
+    shown = kpi_text(k, cur)
+    labels = {"customers": "Customers", "revenue": "Revenue", "orders": "Orders",
+              "average_order_value": "Average order value",
+              "top20_share": "Revenue share of the top 20% of customers"}
+    values = {"customers": k.customers, "revenue": k.revenue, "orders": k.orders,
+              "average_order_value": k.average_order_value, "top20_share": k.top20_share}
+    cards = "".join(
+        f'<div class="kpi" data-kpi="{name}" data-value="{json.dumps(values[name])}">'
+        f'<span class="kpi-value">{html.escape(shown[name])}</span>'
+        f'<span class="kpi-label">{labels[name]}</span></div>' for name in labels)
+    s = page.sections
+
+    def section(sid: str, title: str, body: str, missing: str) -> str:
+        inner = body or f'<p class="empty">{missing}</p>'
+        return f'<section id="{sid}"><h2>{title}</h2>{inner}</section>'
+
+    seg = s.get("segments")
+    body = [
+        f'<section id="kpis"><div class="kpis">{cards}</div></section>',
+        section("sales", "Sales", _sales_html(s["sales"], ch, cur),
+                "No gold report tables yet."),
+        section("segments", "Segments",
+                _segments_html(seg, cfg["dashboard"]["actions"], ch, cur) if seg else "",
+                "No segments yet: run 'custseg segment'."),
+        section("clusters", "Clusters",
+                _clusters_html(s["clusters"], ch, cur) if s.get("clusters") else "",
+                "No clusters yet: run 'custseg segment'."),
+        section("value", "Customer value",
+                _value_html(s["value"], ch, cur) if s.get("value") else "",
+                "No value predictions yet: run 'custseg clv'."),
+        section("changes", "Migration and drift",
+                _changes_html(s["changes"], ch, cur) if s.get("changes") else "",
+                "Only one as-of date so far; migration and drift need two."),
+        section("quality", "Data quality", _quality_html(s["quality"], ch),
+                "No silver tables yet."),
+    ]
+    as_of = seg["as_of"] if seg else "-"
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>custseg dashboard - as of {as_of}</title><style>{_CSS}</style>"
+        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
+        f"<header><h1>Customer segments and value</h1><p>as of {as_of} &middot; "
+        f"{html.escape(page.root)} &middot; generated {page.generated} &middot; "
+        f"plotly {plotly.__version__}</p></header>"
+        f'<main data-charts="{" ".join(ch.ids)}">{"".join(body)}</main></body></html>')
+
+
+def default_out(root: str, cfg: Config) -> str:
+    """``dashboard.out``, else ``<lakehouse>/dashboard/report.html``."""
+    return cfg["dashboard"]["out"] or f"{lakehouse.normalise_root(root)}/dashboard/report.html"
+
+
+def _write(spark: SparkSession, text: str, out: str) -> None:
+    if lakehouse.is_uri(out):
+        jvm = spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(out)
+        fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        stream = fs.create(path, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        return
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, out)
+
+
+def dashboard(spark: SparkSession, root: str, cfg: Config, out: str | None = None
+              ) -> StageSummary:
+    """Build the dashboard from the lakehouse and write it to ``out``."""
+    start = time.time()
+    summary = StageSummary("dashboard")
+    page = collect(spark, root, cfg)
+    text = render(page, cfg)
+    target = out or default_out(root, cfg)
+    _write(spark, text, target)
+    summary.rows_in = page.kpis.customers
+    charts = text.count('class="chart"')
+    summary.notes.append(f"wrote {target} ({len(text) / 1e6:.1f} MB, {charts} charts)")
+    shown = kpi_text(page.kpis, cfg["dashboard"]["currency"])
+    summary.notes.append("KPIs: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    if "changes" in page.sections:
+        breaches = [f["check"] for f in page.sections["changes"]["flags"] if f["breach"]]
+        summary.notes.append(f"drift flags: {', '.join(breaches) if breaches else 'none'}")
+    summary.seconds = time.time() - start
+    return summary

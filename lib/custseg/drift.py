@@ -1,0 +1,86 @@
+"""What changed between two as-of dates: segment migration, segment shares and feature PSI.
+
+Every function returns a small aggregate; no customer rows leave the executors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from pyspark.ml.feature import Bucketizer
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+NEW = "(new)"
+GONE = "(gone)"
+PSI_FLOOR = 1e-4  # a bin empty on one side would make PSI infinite
+
+
+def as_of_dates(rfm: DataFrame) -> list[dt.date]:
+    """The as-of dates present in gold/rfm_segments, oldest first (one row per date)."""
+    return sorted(r["as_of"] for r in rfm.select("as_of").distinct().collect())
+
+
+def segment_migration(rfm: DataFrame, before: dt.date, after: dt.date) -> DataFrame:
+    """(from_segment, to_segment, customers, revenue) between two as-of dates.
+
+    Customers first scored at ``after`` come from ``(new)``; those scored only at ``before`` go
+    to ``(gone)``. Revenue is what the customers spent between the two dates (the change in
+    their monetary value).
+    """
+    a = rfm.where(F.col("as_of") == F.lit(before)).select(
+        "customer_id", F.col("segment").alias("from_segment"), F.col("monetary").alias("_m0"))
+    b = rfm.where(F.col("as_of") == F.lit(after)).select(
+        "customer_id", F.col("segment").alias("to_segment"), F.col("monetary").alias("_m1"))
+    return (a.join(b, "customer_id", "full_outer")
+            .groupBy(F.coalesce("from_segment", F.lit(NEW)).alias("from_segment"),
+                     F.coalesce("to_segment", F.lit(GONE)).alias("to_segment"))
+            .agg(F.count("*").alias("customers"),
+                 F.sum(F.coalesce("_m1", F.lit(0.0)) - F.coalesce("_m0", F.lit(0.0)))
+                 .alias("revenue")))
+
+
+def segment_shares(rfm: DataFrame, before: dt.date, after: dt.date) -> DataFrame:
+    """Per segment: share of customers at each date and the change (after - before)."""
+    dated = rfm.where(F.col("as_of").isin(before, after))
+    totals = dated.groupBy("as_of").agg(F.count("*").alias("_n"))
+    shares = (dated.groupBy("as_of", "segment").agg(F.count("*").alias("customers"))
+              .join(F.broadcast(totals), "as_of")
+              .withColumn("share", F.col("customers") / F.col("_n")))
+    wide = shares.groupBy("segment").agg(
+        F.sum(F.when(F.col("as_of") == F.lit(before), F.col("share"))).alias("share_before"),
+        F.sum(F.when(F.col("as_of") == F.lit(after), F.col("share"))).alias("share_after"))
+    before_share = F.coalesce("share_before", F.lit(0.0))
+    after_share = F.coalesce("share_after", F.lit(0.0))
+    return wide.select("segment", before_share.alias("share_before"),
+                       after_share.alias("share_after"),
+                       (after_share - before_share).alias("share_change"))
+
+
+def psi(expected: DataFrame, actual: DataFrame, column: str, bins: int = 10) -> float:
+    """Population stability index of ``column``: sum over bins of (q - p) ln(q / p).
+
+    Bins are the quantiles of ``expected`` (``percentile_approx``; tied cut points merge), p
+    and q the shares of each population per bin, floored at 1e-4.
+    """
+    probs = [i / bins for i in range(1, bins)]
+    cuts = expected.select(F.percentile_approx(F.col(column).cast("double"), probs, 10000)
+                           .alias("q")).first()["q"]
+    edges = sorted({float(c) for c in cuts or []})
+    splits = [-math.inf, *edges, math.inf]
+
+    def shares(df: DataFrame) -> dict[float, float]:
+        b = Bucketizer(splits=splits, inputCol="_x", outputCol="_bin", handleInvalid="skip")
+        counted = (b.transform(df.select(F.col(column).cast("double").alias("_x")))
+                   .groupBy("_bin").count().collect())
+        total = sum(r["count"] for r in counted) or 1
+        return {r["_bin"]: r["count"] / total for r in counted}
+
+    p, q = shares(expected), shares(actual)
+    out = 0.0
+    for i in range(len(splits) - 1):
+        pi = max(p.get(float(i), 0.0), PSI_FLOOR)
+        qi = max(q.get(float(i), 0.0), PSI_FLOOR)
+        out += (qi - pi) * math.log(qi / pi)
+    return out

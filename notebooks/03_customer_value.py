@@ -1,0 +1,73 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 03 · Customer value
+# MAGIC Next-period spend and a Low/Mid/High tier per customer: GBT models trained on earlier
+# MAGIC cutoffs, judged out of time against simple and probabilistic (BG/NBD, Pareto/NBD,
+# MAGIC Gamma-Gamma) baselines, registered in MLflow; the champion scores every customer.
+# MAGIC Needs notebook 01.
+# MAGIC
+# MAGIC **Parameters:** `lakehouse`, `as_of` (empty: the day after the last invoice),
+# MAGIC `horizon_days` (empty: `clv.horizon_days`), `backtest` (`true` scores at `as_of` and
+# MAGIC compares with what customers then spent), `settings`.
+
+# COMMAND ----------
+
+from custseg import notebook
+
+dbutils = globals().get("dbutils")  # Databricks provides it
+display = globals().get("display")  # Databricks provides it
+
+p = notebook.params(dbutils, {"lakehouse": "./lakehouse", "as_of": "", "horizon_days": "",
+                              "backtest": "false", "settings": ""})
+cfg = notebook.config(p["settings"])
+spark = notebook.session(cfg)
+root = p["lakehouse"]
+
+# COMMAND ----------
+
+from custseg.clv_stage import clv
+
+summary = clv(spark, root, cfg, p["as_of"] or None,
+              int(p["horizon_days"]) if p["horizon_days"] else None,
+              p["backtest"].lower() == "true")
+print(summary)
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## How good is it? The backtest, model by model, and by predicted decile
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F
+
+from custseg.lakehouse import read, table_path
+
+
+def table(name):
+    return read(spark, table_path(root, "gold", name))
+
+
+backtest = table("clv_backtest")
+when = backtest.agg(F.max("as_of")).first()[0]
+notebook.show(backtest.where(F.col("as_of") == when)
+              .select("model", "role", "model_version", "customers", "normalised_gini",
+                      "spearman", "top_decile_share", "mae", "tier_macro_f1")
+              .orderBy(F.desc("normalised_gini")), display)
+notebook.show(table("clv_backtest_deciles")
+              .where((F.col("as_of") == when) & F.col("model").isin("gbt", "champion"))
+              .orderBy("decile"), display)
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Predictions
+
+# COMMAND ----------
+
+predictions = table("clv_predictions")
+latest = predictions.agg(F.max("as_of")).first()[0]
+scored = predictions.where(F.col("as_of") == latest)
+notebook.show(scored.groupBy("predicted_tier").agg(
+    F.count("*").alias("customers"), F.sum("predicted_spend").alias("predicted_spend")), display)
+notebook.show(scored.orderBy(F.desc("predicted_spend")), display)

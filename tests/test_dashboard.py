@@ -1,0 +1,165 @@
+"""The dashboard in a real headless Chromium: it loads offline with no console errors, every
+chart draws, and the KPIs shown equal figures computed here from the silver and gold tables."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from custseg import lakehouse
+from custseg.cli import main
+
+CHROMIUM = os.environ.get("CUSTSEG_CHROMIUM", "/usr/bin/chromium")
+# As the machine's probe starts it: no sandbox as root, no GPU, no background network calls.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+EXPECTED_CHARTS = {
+    "sales-trend", "sales-country", "sales-products", "purchase-nature", "segment-sizes",
+    "rf-heatmap", "value-tiers", "cluster-scatter", "cluster-elbow", "cluster-silhouette",
+    "spend-distribution", "predicted-tiers", "backtest-deciles", "segment-migration",
+    "quarantine-reasons",
+}
+FAST = ["cluster.k_max=4", "spark.shuffle_partitions=2"]
+
+
+def _chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM} ('make test' installs Debian's chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def built(notebook_run, tmp_path_factory):
+    """The notebooks' lakehouse (every stage run) segmented at a second, earlier date, so the
+    page has a migration section; then the dashboard through the CLI."""
+    root = notebook_run["root"]
+    sets = [s for item in FAST for s in ("--set", item)]
+    assert main(["segment", "--as-of", "2011-09-01", "--lakehouse", root, *sets]) == 0
+    out = tmp_path_factory.mktemp("dashboard") / "report.html"
+    assert main(["dashboard", "--lakehouse", root, "--out", str(out), *sets]) == 0
+    return {"root": root, "out": out}
+
+
+@pytest.fixture(scope="module")
+def browser_page(built):
+    from playwright.sync_api import sync_playwright
+
+    exe = _chromium()
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: None if r.url.startswith(("file:", "data:", "blob:"))
+                else errors.append(f"network request to {r.url}"))
+        page.goto(built["out"].as_uri(), wait_until="load")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')]"
+            ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
+        yield page, errors
+        browser.close()
+
+
+def _drawn(png: bytes) -> tuple[int, float]:
+    """Distinct colours and the share of pixels that are not near-white."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    ink = float((img.sum(axis=2) < 720).mean())
+    return colours, ink
+
+
+def test_page_loads_offline_without_errors(browser_page, built):
+    page, errors = browser_page
+    assert errors == []
+    assert "custseg dashboard" in page.title()
+    size = built["out"].stat().st_size
+    assert size > 3_000_000  # plotly.js is inside the file
+    assert "<script src=" not in built["out"].read_text(encoding="utf-8")
+
+
+def test_every_chart_renders(browser_page, tmp_path):
+    page, _ = browser_page
+    ids = set(page.get_attribute("main", "data-charts").split())
+    assert ids == EXPECTED_CHARTS
+    for chart_id in sorted(ids):
+        div = page.locator(f"#{chart_id}")
+        assert div.evaluate("d => d.classList.contains('js-plotly-plot')"), chart_id
+        # traces drawn: bars, lines, markers, heatmap image or sankey links
+        marks = div.evaluate("d => d.querySelectorAll('.trace, .point, .sankey-link, "
+                             "image, .bars path, .scatterlayer path').length")
+        assert marks > 0, chart_id
+        colours, ink = _drawn(div.screenshot())
+        assert colours > 20 and ink > 0.01, (chart_id, colours, ink)
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    colours, ink = _drawn(shot.read_bytes())
+    assert colours > 200 and ink > 0.05
+    keep = os.environ.get("CUSTSEG_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(shot, Path(keep) / "dashboard.png")
+
+
+def test_kpis_equal_the_tables(browser_page, built, spark):
+    page, _ = browser_page
+    root = built["root"]
+    fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", "fct_invoices"))
+    customers = lakehouse.read(
+        spark, lakehouse.table_path(root, "gold", "report_customers")).toPandas()
+    revenue = float(fact.agg({"total_price": "sum"}).first()[0])
+    orders = fact.select("invoice_no").distinct().count()
+    spend = customers["total_purchase"].to_numpy()
+    cut = np.quantile(spend, 0.8, method="inverted_cdf")
+    want = {
+        "customers": (len(customers), f"{len(customers):,}"),
+        "revenue": (revenue, f"£{revenue:,.0f}"),
+        "orders": (orders, f"{orders:,}"),
+        "average_order_value": (revenue / orders, f"£{revenue / orders:,.2f}"),
+        "top20_share": (spend[spend > cut].sum() / spend.sum(),
+                        f"{spend[spend > cut].sum() / spend.sum():.1%}"),
+    }
+    assert fact.where("customer_id is not null").select("customer_id").distinct().count() \
+        == len(customers)
+    for name, (value, text) in want.items():
+        card = page.locator(f'[data-kpi="{name}"]')
+        assert float(card.get_attribute("data-value")) == pytest.approx(value, rel=1e-9), name
+        assert card.locator(".kpi-value").inner_text() == text, name
+
+
+def test_tables_show_gold_figures(browser_page, built, spark):
+    page, _ = browser_page
+    root = built["root"]
+    nature = {r["purchase_class"]: r["orders"] for r in lakehouse.read(
+        spark, lakehouse.table_path(root, "gold", "purchase_nature")).collect()}
+    rows = page.locator("#purchase-nature-table tbody tr")
+    shown = {rows.nth(i).locator("td").nth(0).inner_text():
+             rows.nth(i).locator("td").nth(3).inner_text() for i in range(rows.count())}
+    assert shown == {k: f"{v:,}" for k, v in nature.items()}
+    # the retention list holds only At Risk / Cannot Lose Them customers, best first
+    retain = page.locator("#retain tbody tr")
+    assert retain.count() > 0
+    segments = {retain.nth(i).locator("td").nth(1).inner_text() for i in range(retain.count())}
+    assert segments <= {"At Risk", "Cannot Lose Them"}
+    spend = [float(retain.nth(i).locator("td").nth(6).inner_text().strip("£").replace(",", ""))
+             for i in range(retain.count())]
+    assert spend == sorted(spend, reverse=True)
+    assert "reconciles" in page.locator("#reconciliation").inner_text()
+    actions = page.locator("#segment-actions").inner_text()
+    assert "loyalty programme" in actions.lower() and "win-back" in actions.lower()
+
+
+def test_dashboard_is_the_last_stage_of_run():
+    from custseg.cli import PIPELINE
+
+    assert PIPELINE[-1] == "dashboard"
