@@ -30,6 +30,17 @@ def test_set_overrides_and_types():
     ("input.columns.colour=Colour", "unknown config key 'input.columns.colour'"),
     ("input.date_formats=[]", "non-empty list"),
     ("noequals", "expected key.path=value"),
+    ("report.purchase_nature={bulk_min_items: 500, reseller_min_items: 100}",
+     "needs 1 < bulk_min_items < reseller_min_items"),
+    ("report.purchase_nature.bulk_min_items=many", "'report.purchase_nature.bulk_min_items' "
+     "must be an integer"),
+    ("report.growth_months=0", "'report.growth_months' must be at least 1"),
+    ("drift.psi_threshold=-1", "'drift.psi_threshold' must be positive"),
+    ("dashboard.top_customers=0", "'dashboard.top_customers' must be at least 1"),
+    ("dashboard.retain_segments=[At Risk, Whales]", "'dashboard.retain_segments' names "
+     "segments that 'segment.segments' does not have: Whales"),
+    ("dashboard.actions={Whales: call them}", "'dashboard.actions' names segments"),
+    ("dashboard.actions={Champions: ''}", "'dashboard.actions' needs a text for Champions"),
 ])
 def test_bad_values_are_one_clear_line(override, fragment):
     with pytest.raises(ConfigError) as err:
@@ -56,3 +67,9 @@ def test_config_file(tmp_path):
         load_config(str(bad))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_dashboard_actions_are_replaced_whole():
+    cfg = load_config(overrides=["dashboard.actions={Champions: Thank them}"])
+    assert cfg["dashboard"]["actions"] == {"Champions": "Thank them"}
+    assert len(load_config()["dashboard"]["actions"]) == 10

@@ -260,3 +260,27 @@ def test_report_transactions_and_products(spark, reported):
 def test_report_rerun_leaves_gold_unchanged(reported):
     assert any("unchanged" in n for n in reported["again"].notes)
     assert reported["again"].rows_out == reported["first"].rows_out
+
+
+def test_report_rebuilds_only_what_a_setting_changes(spark, reported):
+    from delta.tables import DeltaTable
+
+    from custseg.config import load_config
+    from custseg.report import report
+
+    root = reported["root"]
+
+    def version(name):
+        path = lakehouse.table_path(root, "gold", name)
+        return DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+    before = {n: version(n) for n in ("purchase_nature", "country_activity", "report_sales")}
+    cfg = load_config(overrides=["report.purchase_nature.bulk_min_items=5"])
+    report(spark, root, cfg)
+    after = {n: version(n) for n in before}
+    assert after["purchase_nature"] == before["purchase_nature"] + 1
+    assert after["country_activity"] == before["country_activity"]
+    assert after["report_sales"] == before["report_sales"]
+    classes = {r["purchase_class"]: r["min_items"] for r in _gold(spark, root, "purchase_nature")
+               .collect()}
+    assert classes == {"personal": 0, "bulk": 5, "reseller": 1000}
