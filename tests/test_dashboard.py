@@ -44,6 +44,7 @@ def built(notebook_run, tmp_path_factory):
     root = notebook_run["root"]
     sets = [s for item in FAST for s in ("--set", item)]
     assert main(["segment", "--as-of", "2011-09-01", "--lakehouse", root, *sets]) == 0
+    assert main(["drift", "--lakehouse", root, *sets]) == 0
     out = tmp_path_factory.mktemp("dashboard") / "report.html"
     assert main(["dashboard", "--lakehouse", root, "--out", str(out), *sets]) == 0
     return {"root": root, "out": out}
@@ -162,4 +163,28 @@ def test_tables_show_gold_figures(browser_page, built, spark):
 def test_dashboard_is_the_last_stage_of_run():
     from custseg.cli import PIPELINE
 
-    assert PIPELINE[-1] == "dashboard"
+    assert PIPELINE[-2:] == ("drift", "dashboard")
+
+
+def test_drift_flags_match_the_report_and_tag_the_champions(browser_page, built, spark):
+    from mlflow import MlflowClient
+
+    from custseg import tracking
+    from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
+    from custseg.config import load_config
+
+    page, _ = browser_page
+    report = lakehouse.read(spark, lakehouse.table_path(built["root"], "gold", "drift_report"))
+    rows = {r["check"]: r for r in report.where("as_of = DATE'2011-12-10'").collect()}
+    assert {r["from_as_of"].isoformat() for r in rows.values()} == {"2011-09-01"}
+    table = page.locator("#drift-flags tbody tr")
+    shown = {table.nth(i).locator("td").nth(0).inner_text():
+             table.nth(i).locator("td").nth(4).inner_text() for i in range(table.count())}
+    assert shown == {c: ("DRIFT" if r["breach"] else "ok") for c, r in rows.items()}
+    model_drift = any(r["breach"] for r in rows.values()
+                      if r["kind"] in ("rfm", "model_feature", "prediction"))
+    tracking.configure(built["root"], load_config())
+    for name in (SPEND_MODEL, TIER_MODEL):
+        version = tracking.champion_version(name)
+        tags = MlflowClient().get_model_version(name, version).tags
+        assert tags["needs_retraining"] == ("true" if model_drift else "false")

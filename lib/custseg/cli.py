@@ -9,10 +9,16 @@ import time
 from collections.abc import Sequence
 
 from custseg.config import Config, load_config
-from custseg.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STAGE_FAILED, CustsegError
+from custseg.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_DRIFT,
+    EXIT_OK,
+    EXIT_STAGE_FAILED,
+    CustsegError,
+)
 from custseg.summary import StageSummary
 
-PIPELINE = ("ingest", "refine", "report", "segment", "clv", "dashboard")
+PIPELINE = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
 
 
 def log(stage: str, message: str) -> None:
@@ -38,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "report": "rebuild the gold reporting tables from silver",
         "segment": "RFM scores, named segments and KMeans clusters as of a date (MLflow)",
         "clv": "next-period spend and value tier: GBT models backtested against baselines",
+        "drift": "compare an as-of date with the one before: migration, PSI, cluster stability",
         "dashboard": "write the marketer's dashboard (one self-contained HTML file)",
         "run": "all stages in order: " + ", ".join(PIPELINE),
     }
@@ -48,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--conf", help="YAML file overriding conf/defaults.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key, e.g. spark.shuffle_partitions=8")
-        if name in ("segment", "clv", "run"):
+        if name in ("segment", "clv", "drift", "run"):
             p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
                                            "default: the day after the last invoice")
         if name in ("segment", "clv", "run"):
@@ -59,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                            help="predict spend over this many days (default clv.horizon_days)")
             p.add_argument("--backtest", action="store_true",
                            help="score at --as-of and compare with the actual spend after it")
+        if name in ("drift", "run"):
+            p.add_argument("--fail-on-drift", action="store_true",
+                           help=f"exit with code {EXIT_DRIFT} when a drift check breaches its "
+                                "threshold (after every stage has run)")
         if name in ("dashboard", "run"):
             p.add_argument("--out", help="dashboard HTML file (default dashboard.out, else "
                                          "<lakehouse>/dashboard/report.html)")
@@ -78,14 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> None:
-    """Build the session and run the stages in order, printing each summary."""
+def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> list[str]:
+    """Build the session and run the stages in order, printing each summary; return the
+    drift alerts raised on the way."""
     import custseg
     from custseg.session import build_spark
 
     spark = build_spark(cfg)
     log(args.stage, f"custseg {custseg.__version__} from {custseg.__file__}; "
         f"Spark {spark.version}, master {spark.sparkContext.master}")
+    alerts: list[str] = []
     for stage in stages:
         log(stage, "start")
         if stage == "ingest":
@@ -109,11 +122,17 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
 
             summary = clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
                           args.backtest, args.use_champion)
+        elif stage == "drift":
+            from custseg.drift_stage import drift
+
+            summary = drift(spark, args.lakehouse, cfg, args.as_of)
+            alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
         else:
             from custseg.dashboard import dashboard
 
             summary = dashboard(spark, args.lakehouse, cfg, args.out)
         _print_summary(summary)
+    return alerts
 
 
 def _models(args: argparse.Namespace, cfg: Config) -> int:
@@ -142,7 +161,8 @@ def _models(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns 0 on success, 2 on bad input or configuration, 1 on a failed stage."""
+    """Entry point; returns 0 on success, 2 on bad input or configuration, 1 on a failed stage,
+    3 when --fail-on-drift was given and a drift check breached its threshold."""
     args = _parser().parse_args(argv)
     started = time.time()
     try:
@@ -166,7 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = PIPELINE if args.input else PIPELINE[1:]
         else:
             stages = (args.stage,)
-        run_stages(stages, args, cfg)
+        alerts = run_stages(stages, args, cfg)
+        if alerts and getattr(args, "fail_on_drift", False):
+            checks = "; ".join(a.removeprefix("DRIFT ") for a in alerts)
+            print(f"custseg {args.stage}: drift beyond thresholds: {checks}", file=sys.stderr,
+                  flush=True)
+            log(args.stage, f"finished in {time.time() - started:.1f} s with drift "
+                            f"(exit {EXIT_DRIFT})")
+            return EXIT_DRIFT
     except CustsegError as exc:
         stage = args.stage
         print(f"custseg {stage}: error: {exc}", file=sys.stderr, flush=True)

@@ -263,6 +263,9 @@ def _validate_outputs(cfg: Config) -> None:
     for key in ("psi_threshold", "share_change_threshold"):
         if drift[key] <= 0:
             raise ConfigError(f"'drift.{key}' must be positive, got {drift[key]}")
+    if not -1 <= drift["min_cluster_ari"] <= 1:
+        raise ConfigError(f"'drift.min_cluster_ari' must be in [-1, 1], got "
+                          f"{drift['min_cluster_ari']}")
     if drift["psi_bins"] < 2:
         raise ConfigError(f"'drift.psi_bins' must be at least 2, got {drift['psi_bins']}")
     dash = cfg["dashboard"]

@@ -203,24 +203,16 @@ def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
     return out
 
 
-def _changes(rfm: DataFrame, dates: list[dt.date], cfg: Config) -> dict:
+def _changes(spark: SparkSession, root: str, rfm: DataFrame, dates: list[dt.date],
+             cfg: Config, predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
     before, after = dates[-2], dates[-1]
-    d = cfg["drift"]
-    moves = _rows(drift.segment_migration(rfm, before, after))
-    shares = _rows(drift.segment_shares(rfm, before, after).orderBy("segment"))
-    a = rfm.where(F.col("as_of") == F.lit(before))
-    b = rfm.where(F.col("as_of") == F.lit(after))
-    flags = []
-    for col, label in (("recency_days", "Recency"), ("frequency", "Frequency"),
-                       ("monetary", "Monetary")):
-        value = drift.psi(a, b, col, d["psi_bins"])
-        flags.append({"check": f"PSI {label}", "value": value, "threshold": d["psi_threshold"],
-                      "breach": value >= d["psi_threshold"]})
-    for s in shares:
-        flags.append({"check": f"share of {s['segment']}", "value": s["share_change"],
-                      "threshold": d["share_change_threshold"],
-                      "breach": abs(s["share_change"]) >= d["share_change_threshold"]})
-    return {"before": before, "after": after, "moves": moves, "flags": flags}
+    clusters = _table(spark, root, "gold", "customer_clusters")
+    preds = _table(spark, root, "gold", "clv_predictions")
+    if preds is not None and predicted is not None:
+        preds = preds.where(F.col("horizon_days") == predicted[2])
+    moves, checks = drift.compare(rfm, before, after, cfg, clusters, preds)
+    return {"before": before, "after": after, "moves": _rows(moves),
+            "flags": [vars(c) for c in checks]}
 
 
 def _quality(spark: SparkSession, root: str) -> dict:
@@ -256,7 +248,7 @@ def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
         page.sections["clusters"] = _clusters(spark, root, rfm, dates[-1], cfg)
         page.sections["value"] = _value(spark, root, rfm, cfg, predicted)
         if len(dates) >= 2:
-            page.sections["changes"] = _changes(rfm, dates, cfg)
+            page.sections["changes"] = _changes(spark, root, rfm, dates, cfg, predicted)
     page.sections["quality"] = _quality(spark, root)
     return page
 
@@ -535,7 +527,8 @@ def _changes_html(c: dict, ch: _Charts, cur: str) -> str:
     fig.update_layout(title=f"Segment migration {c['before']} to {c['after']} (customers)")
     parts = [ch.div(fig, "segment-migration", height=520)]
     parts.append(_html_table(c["flags"], [
-        ("check", "check", _num), ("value", "value", lambda x: _num(x, 3)),
+        ("check", "check", _num), ("kind", "kind", _num),
+        ("value", "value", lambda x: _num(x, 3)),
         ("threshold", "threshold", lambda x: _num(x, 3)),
         ("flag", "breach", lambda b: '<span class="flag">DRIFT</span>' if b else "ok")],
         "drift-flags"))

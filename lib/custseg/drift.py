@@ -1,4 +1,5 @@
-"""What changed between two as-of dates: segment migration, segment shares and feature PSI.
+"""What changed between two as-of dates: segment migration, segment shares, the population
+stability of R, F, M and the model features, and the stability of the clusters.
 
 Every function returns a small aggregate; no customer rows leave the executors.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 
 from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame
@@ -84,3 +86,96 @@ def psi(expected: DataFrame, actual: DataFrame, column: str, bins: int = 10) -> 
         qi = max(q.get(float(i), 0.0), PSI_FLOOR)
         out += (qi - pi) * math.log(qi / pi)
     return out
+
+
+def adjusted_rand_index(contingency: list[tuple[int, int, int]]) -> float | None:
+    """ARI from (label a, label b, count) cells of the two assignments' contingency table."""
+    def pairs(n: float) -> float:
+        return n * (n - 1) / 2
+
+    rows: dict[int, int] = {}
+    cols: dict[int, int] = {}
+    for a, b, n in contingency:
+        rows[a] = rows.get(a, 0) + n
+        cols[b] = cols.get(b, 0) + n
+    total = sum(rows.values())
+    if total < 2:
+        return None
+    index = sum(pairs(n) for _, _, n in contingency)
+    sum_a = sum(pairs(n) for n in rows.values())
+    sum_b = sum(pairs(n) for n in cols.values())
+    expected = sum_a * sum_b / pairs(total)
+    top = (sum_a + sum_b) / 2
+    if top == expected:
+        return 1.0
+    return (index - expected) / (top - expected)
+
+
+def cluster_stability(clusters: DataFrame, before: dt.date, after: dt.date) -> float | None:
+    """Adjusted Rand index of the cluster assignments at two dates, on the customers in both.
+
+    Only the k x k contingency table reaches the driver.
+    """
+    a = clusters.where(F.col("as_of") == F.lit(before)).select(
+        "customer_id", F.col("cluster").alias("a"))
+    b = clusters.where(F.col("as_of") == F.lit(after)).select(
+        "customer_id", F.col("cluster").alias("b"))
+    cells = a.join(b, "customer_id").groupBy("a", "b").count().collect()
+    return adjusted_rand_index([(r["a"], r["b"], r["count"]) for r in cells])
+
+
+RFM_FEATURES = ("recency_days", "frequency", "monetary")
+# the CLV model's features that gold/rfm_segments keeps (the BTYD ones are rebuilt per run)
+MODEL_FEATURES = ("tenure_days", "avg_order_value", "distinct_products",
+                  "days_between_purchases", "return_rate")
+
+
+@dataclass
+class Check:
+    """One drift measure against its threshold."""
+
+    check: str
+    kind: str
+    value: float | None
+    threshold: float
+    breach: bool
+
+
+def compare(rfm: DataFrame, before: dt.date, after: dt.date, cfg: dict,
+            clusters: DataFrame | None = None, predictions: DataFrame | None = None
+            ) -> tuple[DataFrame, list[Check]]:
+    """Segment migration and every drift check from ``before`` to ``after``.
+
+    PSI for R, F, M, the model features kept in gold/rfm_segments and (when both dates were
+    scored) the predicted spend; each segment's change in share; the clusters' adjusted Rand
+    index on the customers present at both dates.
+    """
+    d = cfg["drift"]
+    a = rfm.where(F.col("as_of") == F.lit(before))
+    b = rfm.where(F.col("as_of") == F.lit(after))
+    checks: list[Check] = []
+
+    def add_psi(x: DataFrame, y: DataFrame, column: str, kind: str) -> None:
+        value = psi(x, y, column, d["psi_bins"])
+        checks.append(Check(f"psi {column}", kind, value, d["psi_threshold"],
+                            value >= d["psi_threshold"]))
+
+    for column in RFM_FEATURES:
+        add_psi(a, b, column, "rfm")
+    for column in MODEL_FEATURES:
+        if column in rfm.columns:
+            add_psi(a, b, column, "model_feature")
+    if predictions is not None:
+        pa = predictions.where(F.col("as_of") == F.lit(before))
+        pb = predictions.where(F.col("as_of") == F.lit(after))
+        if pa.limit(1).count() and pb.limit(1).count():
+            add_psi(pa, pb, "predicted_spend", "prediction")
+    for r in segment_shares(rfm, before, after).orderBy("segment").collect():
+        checks.append(Check(f"share {r['segment']}", "segment_share", r["share_change"],
+                            d["share_change_threshold"],
+                            abs(r["share_change"]) >= d["share_change_threshold"]))
+    if clusters is not None:
+        ari = cluster_stability(clusters, before, after)
+        checks.append(Check("cluster ari", "cluster_stability", ari, d["min_cluster_ari"],
+                            ari is not None and ari < d["min_cluster_ari"]))
+    return segment_migration(rfm, before, after), checks

@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_STAGE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_DRIFT = 3  # --fail-on-drift: every stage ran, but a drift check breached its threshold
 
 
 class CustsegError(Exception):

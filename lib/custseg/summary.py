@@ -15,6 +15,7 @@ class StageSummary:
     quarantined: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """The summary as printable lines."""
@@ -28,6 +29,8 @@ class StageSummary:
                 out.append(f"[{self.stage}]     {reason}: {n:,}")
         for note in self.notes:
             out.append(f"[{self.stage}]   {note}")
+        for alert in self.alerts:
+            out.append(f"[{self.stage}]   ALERT {alert}")
         out.append(f"[{self.stage}] done in {self.seconds:.1f} s")
         return out
 

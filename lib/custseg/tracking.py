@@ -48,6 +48,13 @@ def set_champion(name: str, version: str | int) -> None:
     MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
 
 
+def set_version_tag(name: str, version: str | int, key: str, value: str) -> None:
+    """Tag one registered model version (for example ``needs_retraining``)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_model_version_tag(name, str(version), key, value)
+
+
 def champion_version(name: str) -> str | None:
     """The version the ``champion`` alias points at, or None."""
     from mlflow import MlflowClient

@@ -1,0 +1,126 @@
+"""The drift stage: an as-of date against the one before it, written to gold and MLflow.
+
+Writes gold/segment_migration and gold/drift_report (rows of one as-of date replaced on a
+rerun), logs every measure to MLflow, and tags the CLV champions for retraining when the
+features they score have shifted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from custseg import lakehouse, tracking
+from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
+from custseg.config import Config
+from custseg.drift import as_of_dates, compare
+from custseg.errors import InputError
+from custseg.segment import CUSTOMER_CLUSTERS, RFM_SEGMENTS, replace_as_of
+from custseg.summary import StageSummary
+
+MIGRATION = "segment_migration"
+REPORT = "drift_report"
+RETRAIN_TAG = "needs_retraining"
+MODEL_DRIFT_KINDS = ("rfm", "model_feature", "prediction")
+
+
+def _metric_name(check: str) -> str:
+    return "drift_" + re.sub(r"[^0-9a-zA-Z_]+", "_", check).strip("_").lower()
+
+
+def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
+          ) -> StageSummary:
+    """Compare ``as_of`` (default: the latest segmented date) with the date before it."""
+    import mlflow
+
+    start = time.time()
+    summary = StageSummary("drift")
+    rfm_path = lakehouse.table_path(root, "gold", RFM_SEGMENTS)
+    if not lakehouse.exists(spark, rfm_path):
+        raise InputError(f"{rfm_path}: no segments; run 'custseg segment' first")
+    rfm = lakehouse.read(spark, rfm_path)
+    dates = as_of_dates(rfm)
+    if as_of:
+        try:
+            after = dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise InputError(f"--as-of must be a date yyyy-mm-dd, got {as_of!r}") from None
+        if after not in dates:
+            raise InputError(f"drift: no segments as of {after} in {rfm_path} (dates: "
+                             f"{', '.join(map(str, dates))})")
+    else:
+        after = dates[-1]
+    earlier = [d for d in dates if d < after]
+    if not earlier:
+        summary.notes.append(f"no as-of date before {after}: nothing to compare yet")
+        summary.seconds = time.time() - start
+        return summary
+    before = earlier[-1]
+    clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
+    clusters = lakehouse.read(spark, clusters_path) if lakehouse.exists(
+        spark, clusters_path) else None
+    preds_path = lakehouse.table_path(root, "gold", "clv_predictions")
+    predictions = None
+    if lakehouse.exists(spark, preds_path):
+        predictions = lakehouse.read(spark, preds_path).where(
+            F.col("horizon_days") == cfg["clv"]["horizon_days"])
+    moves, checks = compare(rfm, before, after, cfg, clusters, predictions)
+    summary.rows_in = rfm.where(F.col("as_of") == F.lit(after)).count()
+    breaches = [c for c in checks if c.breach]
+    model_drift = [c for c in breaches if c.kind in MODEL_DRIFT_KINDS]
+
+    tracking.configure(root, cfg)
+    with mlflow.start_run(run_name=f"drift {after}") as run:
+        run_id = run.info.run_id
+        mlflow.log_params({"as_of": str(after), "compared_with": str(before),
+                           **{f"threshold_{k}": v for k, v in cfg["drift"].items()}})
+        mlflow.log_metrics({_metric_name(c.check): c.value for c in checks
+                            if c.value is not None})
+        mlflow.log_metric("drift_breaches", len(breaches))
+        mlflow.set_tag("drift_breaches", ", ".join(c.check for c in breaches) or "none")
+        flagged = []
+        for name in (SPEND_MODEL, TIER_MODEL):
+            version = tracking.champion_version(name)
+            if version is None:
+                continue
+            tracking.set_version_tag(name, version, RETRAIN_TAG,
+                                     "true" if model_drift else "false")
+            if model_drift:
+                tracking.set_version_tag(name, version, "drift_as_of", str(after))
+                flagged.append(f"{name} version {version}")
+
+    replace_as_of(moves.select(
+        F.lit(before).alias("from_as_of"), F.lit(after).alias("as_of"), "from_segment",
+        "to_segment", "customers", "revenue", F.lit(run_id).alias("run_id")),
+        lakehouse.table_path(root, "gold", MIGRATION), after)
+    report = spark.createDataFrame(
+        [(before, after, c.check, c.kind, c.value, c.threshold, c.breach, run_id)
+         for c in checks],
+        "from_as_of date, as_of date, check string, kind string, value double, "
+        "threshold double, breach boolean, run_id string")
+    replace_as_of(report, lakehouse.table_path(root, "gold", REPORT), after)
+    summary.rows_out["gold/segment_migration"] = moves.count()
+    summary.rows_out["gold/drift_report"] = len(checks)
+    summary.notes.append(f"{after} against {before}: {len(checks)} checks, "
+                         f"{len(breaches)} beyond their thresholds")
+    for c in checks:
+        if c.kind == "cluster_stability" or c.kind in MODEL_DRIFT_KINDS[:1]:
+            summary.notes.append(f"{c.check} = {_fmt(c.value)} (threshold {c.threshold:g})")
+    for c in breaches:
+        summary.alerts.append(f"DRIFT {c.check} = {_fmt(c.value)} (threshold "
+                              f"{c.threshold:g})")
+    for f in flagged:
+        summary.alerts.append(f"champion {f} flagged for retraining "
+                              f"({RETRAIN_TAG}=true); 'custseg models rollback' undoes a "
+                              "bad retrain")
+    summary.notes.append(f"mlflow run {run_id}")
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
