@@ -19,6 +19,7 @@ from pathlib import Path
 
 from custseg.clv_stage import clv
 from custseg.config import load_config
+from custseg.dashboard import dashboard
 from custseg.generate import generate_to
 from custseg.ingest import ingest
 from custseg.refine import refine
@@ -64,7 +65,7 @@ def main() -> None:
         s = refine(spark, str(work / "uci"), cfg)
         lines.append(_row("refine (UCI)", s.rows_in, time.time() - t))
         t = time.time()
-        s = report(spark, str(work / "uci"))
+        s = report(spark, str(work / "uci"), cfg)
         lines.append(_row("report (UCI)", s.rows_in, time.time() - t))
     src = str(work / "generated.parquet")
     t = time.time()
@@ -73,9 +74,11 @@ def main() -> None:
     root = str(work / "gen")
     for name, step in (("ingest", lambda: ingest(spark, src, root, cfg)),
                        ("refine", lambda: refine(spark, root, cfg)),
-                       ("report", lambda: report(spark, root)),
+                       ("report", lambda: report(spark, root, cfg)),
                        ("segment", lambda: segment(spark, root, cfg)),
-                       ("clv", lambda: clv(spark, root, cfg))):
+                       ("clv", lambda: clv(spark, root, cfg)),
+                       ("dashboard", lambda: dashboard(spark, root, cfg,
+                                                       str(work / "report.html")))):
         t = time.time()
         s = step()
         lines.append(_row(f"{name} ({args.customers:,} customers)", s.rows_in, time.time() - t))
