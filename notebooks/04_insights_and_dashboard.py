@@ -38,7 +38,8 @@ def table(name):
 rfm = table("rfm_segments")
 as_of = rfm.agg(F.max("as_of")).first()[0]
 segments = insights.at(rfm, as_of)
-predictions = insights.at(table("clv_predictions"), as_of)
+predictions = insights.at(table("clv_predictions"), as_of).where(
+    F.col("horizon_days") == cfg["clv"]["horizon_days"])
 print(f"as of {as_of}")
 
 # COMMAND ----------
