@@ -57,6 +57,7 @@ def _table(spark: SparkSession, root: str, layer: str, name: str) -> DataFrame |
 
 
 def _rows(df: DataFrame) -> list[dict]:
+    """Rows of a small result: callers pass aggregates, limits or the bounded scatter sample."""
     return [r.asDict() for r in df.collect()]
 
 
@@ -161,7 +162,7 @@ def _predictions(spark: SparkSession, root: str, cfg: Config
         return None
     as_of = _latest(preds)
     at = preds.where(F.col("as_of") == F.lit(as_of))
-    horizons = sorted(r[0] for r in at.select("horizon_days").distinct().collect())
+    horizons = sorted(r[0] for r in at.select("horizon_days").distinct().collect())  # a few
     h = cfg["clv"]["horizon_days"] if cfg["clv"]["horizon_days"] in horizons else horizons[0]
     return at.where(F.col("horizon_days") == h), as_of, h
 
@@ -206,6 +207,15 @@ def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
 def _changes(spark: SparkSession, root: str, rfm: DataFrame, dates: list[dt.date],
              cfg: Config, predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
     before, after = dates[-2], dates[-1]
+    report = _table(spark, root, "gold", "drift_report")
+    migration = _table(spark, root, "gold", "segment_migration")
+    if report is not None and migration is not None:
+        same = (F.col("as_of") == F.lit(after)) & (F.col("from_as_of") == F.lit(before))
+        flags = _rows(report.where(same).orderBy("kind", "check")
+                      .select("check", "kind", "value", "threshold", "breach"))
+        if flags:  # written by `custseg drift` for these two dates: not computed again
+            return {"before": before, "after": after, "flags": flags,
+                    "moves": _rows(migration.where(same))}
     clusters = _table(spark, root, "gold", "customer_clusters")
     preds = _table(spark, root, "gold", "clv_predictions")
     if preds is not None and predicted is not None:

@@ -75,7 +75,7 @@ def psi(expected: DataFrame, actual: DataFrame, column: str, bins: int = 10) -> 
     def shares(df: DataFrame) -> dict[float, float]:
         b = Bucketizer(splits=splits, inputCol="_x", outputCol="_bin", handleInvalid="skip")
         counted = (b.transform(df.select(F.col(column).cast("double").alias("_x")))
-                   .groupBy("_bin").count().collect())
+                   .groupBy("_bin").count().collect())  # at most ``bins`` rows
         total = sum(r["count"] for r in counted) or 1
         return {r["_bin"]: r["count"] / total for r in counted}
 
@@ -170,6 +170,7 @@ def compare(rfm: DataFrame, before: dt.date, after: dt.date, cfg: dict,
         pb = predictions.where(F.col("as_of") == F.lit(after))
         if pa.limit(1).count() and pb.limit(1).count():
             add_psi(pa, pb, "predicted_spend", "prediction")
+    # one row per segment
     for r in segment_shares(rfm, before, after).orderBy("segment").collect():
         checks.append(Check(f"share {r['segment']}", "segment_share", r["share_change"],
                             d["share_change_threshold"],

@@ -7,7 +7,6 @@ features they score have shifted.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 
@@ -19,7 +18,7 @@ from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
 from custseg.config import Config
 from custseg.drift import as_of_dates, compare
 from custseg.errors import InputError
-from custseg.segment import CUSTOMER_CLUSTERS, RFM_SEGMENTS, replace_as_of
+from custseg.segment import CUSTOMER_CLUSTERS, RFM_SEGMENTS, parse_as_of, replace_as_of
 from custseg.summary import StageSummary
 
 MIGRATION = "segment_migration"
@@ -45,10 +44,7 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     rfm = lakehouse.read(spark, rfm_path)
     dates = as_of_dates(rfm)
     if as_of:
-        try:
-            after = dt.date.fromisoformat(as_of)
-        except ValueError:
-            raise InputError(f"--as-of must be a date yyyy-mm-dd, got {as_of!r}") from None
+        after = parse_as_of(as_of)
         if after not in dates:
             raise InputError(f"drift: no segments as of {after} in {rfm_path} (dates: "
                              f"{', '.join(map(str, dates))})")
@@ -108,7 +104,7 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     summary.notes.append(f"{after} against {before}: {len(checks)} checks, "
                          f"{len(breaches)} beyond their thresholds")
     for c in checks:
-        if c.kind == "cluster_stability" or c.kind in MODEL_DRIFT_KINDS[:1]:
+        if c.kind in ("rfm", "cluster_stability"):
             summary.notes.append(f"{c.check} = {_fmt(c.value)} (threshold {c.threshold:g})")
     for c in breaches:
         summary.alerts.append(f"DRIFT {c.check} = {_fmt(c.value)} (threshold "

@@ -40,15 +40,20 @@ def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
      .partitionBy("as_of").save(path))
 
 
+def parse_as_of(text: str) -> dt.date:
+    """An --as-of value as a date, or one clear line naming the bad value."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--as-of must be a date yyyy-mm-dd, got {text!r}") from None
+
+
 def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None,
                   section: str = "segment") -> dt.date:
     """--as-of, else ``<section>.as_of``, else the day after the last invoice."""
     text = as_of or cfg[section]["as_of"]
     if text:
-        try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            raise InputError(f"--as-of must be a date yyyy-mm-dd, got {text!r}") from None
+        return parse_as_of(text)
     return default_as_of(lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT)))
 
 
