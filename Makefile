@@ -11,7 +11,10 @@ LAKEHOUSE ?= ./lakehouse
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup jars browser run test lint dist clean
+AIRFLOW_VENV := .cache/airflow-venv
+AIRFLOW_PIN := $(shell sed -n 's/^airflow = \["\(apache-airflow==[0-9.]*\)"\]/\1/p' pyproject.toml)
+
+.PHONY: setup jars browser airflow run test lint dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,18 +32,27 @@ browser:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
 
+# Airflow (an optional extra) in its own venv, for the DAG test only.
+$(AIRFLOW_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install -q "$(AIRFLOW_PIN)"
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
 $(SAMPLE): | $(STAMP)
 	$(BIN)/custseg generate --customers 2000 --out $(SAMPLE) --seed 7
 
 run: setup $(if $(filter $(SAMPLE),$(INPUT)),$(SAMPLE))
 	$(BIN)/custseg run --input $(INPUT) --lakehouse $(LAKEHOUSE)
 
-test: setup browser
-	$(BIN)/ruff check lib jobs tests bench
+test: setup browser airflow
+	$(BIN)/ruff check lib jobs tests bench dags
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib jobs tests bench
+	$(BIN)/ruff check lib jobs tests bench dags
 
 dist: $(STAMP)
 	$(BIN)/python -m custseg.package dist

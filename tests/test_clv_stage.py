@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 from pyspark.sql import functions as F
@@ -31,12 +32,19 @@ def lake(spark, tmp_path_factory):
 def runs(spark, lake):
     root, cfg = lake["root"], lake["cfg"]
     first = clv(spark, root, cfg, as_of=AS_OF, backtest=True)
+    predictions = lakehouse.table_path(root, "gold", "clv_predictions")
+    version_first = lakehouse.version(spark, predictions)
+    skipped = clv(spark, root, cfg, as_of=AS_OF, backtest=True)
+    skipped_versions = (version_first, lakehouse.version(spark, predictions))
+    # as if the first run had been killed after registering: no completion record
+    shutil.rmtree(lakehouse.table_path(root, "ops", "stage_runs"))
     again = clv(spark, root, cfg, as_of=AS_OF, backtest=True)
     tracking.configure(root, cfg)
     versions_after_again = [r for r in tracking.list_models()]
     other = load_config(overrides=[*SETTINGS, "clv.gbt.max_iter=8"])
     third = clv(spark, root, other, as_of=AS_OF, backtest=True)
-    return dict(first=first, again=again, third=third, after_again=versions_after_again)
+    return dict(first=first, again=again, third=third, after_again=versions_after_again,
+                skipped=skipped, skipped_versions=skipped_versions)
 
 
 def _gold(spark, root, name):
@@ -108,6 +116,9 @@ def test_backtest_table_has_every_model_side_by_side(spark, lake, runs):
 
 
 def test_an_identical_rerun_registers_nothing_and_changes_nothing(runs):
+    assert runs["skipped"].rows_out == {}
+    assert any("nothing written" in n for n in runs["skipped"].notes)
+    assert runs["skipped_versions"][0] == runs["skipped_versions"][1]
     assert any("not refitted" in n for n in runs["again"].notes)
     by_name = {}
     for r in runs["after_again"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 from pyspark.sql import functions as F
@@ -27,12 +28,18 @@ def seg(spark, tmp_path_factory):
 
     first = segment(spark, root, cfg, as_of="2011-12-01")
     clusters_first = clusters()
+    rfm_version = lakehouse.version(spark, lakehouse.table_path(root, "gold", "rfm_segments"))
     again = segment(spark, root, cfg, as_of="2011-12-01")
+    again_version = lakehouse.version(spark, lakehouse.table_path(root, "gold", "rfm_segments"))
+    # as if the first run had been killed after registering its model: no completion record
+    shutil.rmtree(lakehouse.table_path(root, "ops", "stage_runs"))
+    refit = segment(spark, root, cfg, as_of="2011-12-01")
     clusters_fitted = clusters()
     champion = segment(spark, root, cfg, as_of="2011-12-01", use_champion=True)
     later = segment(spark, root, cfg, as_of="2011-12-11")
-    return dict(root=root, cfg=cfg, first=first, again=again, champion=champion, later=later,
-                clusters_first=clusters_first, clusters_fitted=clusters_fitted)
+    return dict(root=root, cfg=cfg, first=first, again=again, refit=refit, champion=champion,
+                later=later, clusters_first=clusters_first, clusters_fitted=clusters_fitted,
+                versions=(rfm_version, again_version))
 
 
 def _gold(spark, root, name):
@@ -94,12 +101,12 @@ def test_models_registered_with_champion_alias(seg):
     client = MlflowClient()
     versions = sorted(int(v.version) for v in
                       client.search_model_versions(f"name='{MODEL_NAME}'"))
-    assert versions == [1, 2, 3]
-    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
+    assert versions == [1, 2]
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "2"
     runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
     assert len(runs) == 4
     fitted = [r for r in runs if "chosen_k" in r.data.metrics]
-    assert len(fitted) == 3
+    assert len(fitted) == 2
     artifacts = {a.path for a in client.list_artifacts(fitted[0].info.run_id)}
     assert {"elbow_silhouette.png", "cluster_profiles.csv"} <= artifacts
 
@@ -109,3 +116,13 @@ def test_report_customers_gains_latest_segment(spark, seg):
     assert {"segment", "rfm_score", "value_tier", "segment_as_of"} <= set(rc.columns)
     dates = {r["segment_as_of"] for r in rc.where(F.col("segment").isNotNull()).collect()}
     assert dates == {dt.date(2011, 12, 11)}
+
+
+def test_same_inputs_again_write_nothing_and_a_refit_reuses_the_model(seg):
+    assert seg["again"].rows_out == {}
+    assert any("same inputs and settings as run" in n and "nothing written" in n
+               for n in seg["again"].notes)
+    assert seg["versions"][0] == seg["versions"][1]
+    assert any("same inputs and settings as custseg-segmentation version 1" in n
+               for n in seg["refit"].notes)
+    assert seg["refit"].rows_out["gold/rfm_segments"] == seg["first"].rows_out["gold/rfm_segments"]

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from custseg.config import Config, load_config
 from custseg.errors import (
     EXIT_BAD_INPUT,
+    EXIT_BUSY,
     EXIT_DRIFT,
     EXIT_OK,
     EXIT_STAGE_FAILED,
+    EXIT_TERMINATED,
     CustsegError,
+    Terminated,
 )
 from custseg.summary import StageSummary
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 PIPELINE = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
 
@@ -36,7 +45,11 @@ def _print_summary(summary: StageSummary) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="custseg",
-        description="Customer segmentation and lifetime value on Spark and Delta Lake.")
+        description="Customer segmentation and lifetime value on Spark and Delta Lake.",
+        epilog=f"exit codes: {EXIT_OK} success, {EXIT_STAGE_FAILED} a stage failed, "
+               f"{EXIT_BAD_INPUT} bad input or configuration, {EXIT_DRIFT} drift beyond "
+               f"thresholds (--fail-on-drift), {EXIT_BUSY} another run holds the lakehouse, "
+               f"{EXIT_TERMINATED} stopped by SIGTERM")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     helps = {
         "ingest": "land an invoice file in bronze/raw_invoices (exactly once)",
@@ -55,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--conf", help="YAML file overriding conf/defaults.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key, e.g. spark.shuffle_partitions=8")
+        p.add_argument("--run-id", help="pipeline run id recorded in every table and MLflow "
+                                        "run (a scheduler passes one id to all its tasks; "
+                                        "default: a new UTC timestamp id)")
         if name in ("segment", "clv", "drift", "run"):
             p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
                                            "default: the day after the last invoice")
@@ -90,49 +106,95 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> list[str]:
-    """Build the session and run the stages in order, printing each summary; return the
-    drift alerts raised on the way."""
+    """Take the lakehouse lock, build the session and run the stages in order under one run id,
+    printing each summary and a table of all of them; return the drift alerts raised."""
     import custseg
+    from custseg import lakehouse, pipeline_run
     from custseg.session import build_spark
 
-    spark = build_spark(cfg)
-    log(args.stage, f"custseg {custseg.__version__} from {custseg.__file__}; "
-        f"Spark {spark.version}, master {spark.sparkContext.master}")
-    alerts: list[str] = []
-    for stage in stages:
-        log(stage, "start")
-        if stage == "ingest":
-            from custseg.ingest import ingest
-
-            summary = ingest(spark, args.input, args.lakehouse, cfg)
-        elif stage == "refine":
-            from custseg.refine import refine
-
-            summary = refine(spark, args.lakehouse, cfg)
-        elif stage == "report":
-            from custseg.report import report
-
-            summary = report(spark, args.lakehouse, cfg)
-        elif stage == "segment":
-            from custseg.segment import segment
-
-            summary = segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
-        elif stage == "clv":
-            from custseg.clv_stage import clv
-
-            summary = clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
-                          args.backtest, args.use_champion)
-        elif stage == "drift":
-            from custseg.drift_stage import drift
-
-            summary = drift(spark, args.lakehouse, cfg, args.as_of)
-            alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
-        else:
-            from custseg.dashboard import dashboard
-
-            summary = dashboard(spark, args.lakehouse, cfg, args.out)
-        _print_summary(summary)
+    run_id = (pipeline_run.validate_run_id(args.run_id) if args.run_id
+              else pipeline_run.new_run_id())
+    command = f"custseg {args.stage}"
+    summaries: list[StageSummary] = []
+    with pipeline_run.active(run_id), ExitStack() as held:
+        remote = lakehouse.is_uri(args.lakehouse)
+        notes = [] if remote else held.enter_context(
+            pipeline_run.lakehouse_lock(args.lakehouse, run_id, command))
+        spark = build_spark(cfg)
+        if remote:
+            notes = held.enter_context(
+                pipeline_run.lakehouse_lock(args.lakehouse, run_id, command, spark))
+        log(args.stage, f"run {run_id}: custseg {custseg.__version__} from {custseg.__file__}; "
+            f"Spark {spark.version}, master {spark.sparkContext.master}")
+        for note in notes:
+            log(args.stage, note)
+        alerts: list[str] = []
+        for stage in stages:
+            log(stage, "start")
+            summary = _run_stage(stage, spark, args, cfg)
+            if stage == "drift":
+                alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
+            _print_summary(summary)
+            summaries.append(summary)
+    if len(summaries) > 1:
+        log(args.stage, f"run {run_id} summary")
+        for line in stage_table(summaries):
+            print(line, flush=True)
     return alerts
+
+
+def _run_stage(
+    stage: str, spark: SparkSession, args: argparse.Namespace, cfg: Config
+) -> StageSummary:
+    if stage == "ingest":
+        from custseg.ingest import ingest
+
+        return ingest(spark, args.input, args.lakehouse, cfg)
+    if stage == "refine":
+        from custseg.refine import refine
+
+        return refine(spark, args.lakehouse, cfg)
+    if stage == "report":
+        from custseg.report import report
+
+        return report(spark, args.lakehouse, cfg)
+    if stage == "segment":
+        from custseg.segment import segment
+
+        return segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
+    if stage == "clv":
+        from custseg.clv_stage import clv
+
+        return clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
+                   args.backtest, args.use_champion)
+    if stage == "drift":
+        from custseg.drift_stage import drift
+
+        return drift(spark, args.lakehouse, cfg, args.as_of)
+    from custseg.dashboard import dashboard
+
+    return dashboard(spark, args.lakehouse, cfg, args.out)
+
+
+def stage_table(summaries: Sequence[StageSummary]) -> list[str]:
+    """One line per stage: rows in, rows written, alerts and seconds, then the total."""
+    out = [f"  {'stage':<10} {'rows in':>12} {'rows written':>13} {'alerts':>6} {'seconds':>8}"]
+    for s in summaries:
+        out.append(f"  {s.stage:<10} {s.rows_in:>12,} {sum(s.rows_out.values()):>13,} "
+                   f"{len(s.alerts):>6} {s.seconds:>8.1f}")
+    out.append(f"  {'total':<10} {'':>12} {'':>13} {sum(len(s.alerts) for s in summaries):>6} "
+               f"{sum(s.seconds for s in summaries):>8.1f}")
+    return out
+
+
+_SIGTERM = "stopped by SIGTERM: every table is as of its last commit; run the same command " \
+           "again to finish"
+_terminated: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    raise Terminated(_SIGTERM)
 
 
 def _models(args: argparse.Namespace, cfg: Config) -> int:
@@ -162,9 +224,14 @@ def _models(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0 on success, 2 on bad input or configuration, 1 on a failed stage,
-    3 when --fail-on-drift was given and a drift check breached its threshold."""
+    3 when --fail-on-drift was given and a drift check breached its threshold, 4 when another
+    run holds the lakehouse, 143 when stopped by SIGTERM."""
     args = _parser().parse_args(argv)
     started = time.time()
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (a notebook, a test harness): keep the default
+        pass
     try:
         cfg = load_config(args.conf, args.set)
         if args.stage == "generate":
@@ -200,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.exit_code if type(exc) is not CustsegError else EXIT_BAD_INPUT
         return code
     except Exception as exc:  # a failed stage: one line for the scheduler, the trace for people
+        if _terminated:  # Py4J wraps the signal's exception when it lands in a JVM call
+            print(f"custseg {args.stage}: error: {_SIGTERM}", file=sys.stderr, flush=True)
+            return EXIT_TERMINATED
         import traceback
 
         traceback.print_exc()

@@ -21,7 +21,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg import lakehouse, tracking
+from custseg import lakehouse, pipeline_run, tracking
 from custseg.backtest import SpendMetrics, TierMetrics, spend_metrics, tier_metrics
 from custseg.clv import (
     BASELINES,
@@ -197,6 +197,20 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
                          f"cutoffs {', '.join(map(str, cutoffs))}")
 
     tracking.configure(root, cfg)
+    scope = f"{T} h{h}"
+    key = pipeline_run.stage_key(
+        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=T, horizon_days=h,
+        backtest=backtest, clv=cfg["clv"], windows=cfg["segment"]["windows_days"],
+        use_champion=use_champion,
+        champions=[tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)]
+        if use_champion else None)
+    outputs = [("gold", t) for t in (CLV_PREDICTIONS, CLV_BACKTEST, CLV_DECILES)]
+    done = pipeline_run.completed_by(spark, root, "clv", scope, key, outputs)
+    if done:
+        summary.notes.append(f"as of {T}, horizon {h} days: same inputs and settings as run "
+                             f"{done}; nothing written")
+        summary.seconds = time.time() - start
+        return summary
     fingerprint = _fingerprint(spark, root, cfg, evaluation, cutoffs)
     if use_champion:
         reused = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
@@ -223,7 +237,8 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     n_eval = evaluated.count()
     summary.rows_in = n_eval
 
-    with mlflow.start_run(run_name=f"clv {T} h{h}" + (" backtest" if backtest else "")) as run:
+    with mlflow.start_run(run_name=f"clv {T} h{h}" + (" backtest" if backtest else ""),
+                          tags=pipeline_run.mlflow_tags("clv")) as run:
         run_id = run.info.run_id
         mlflow.log_params({"as_of": str(T), "horizon_days": h, "backtest": backtest,
                            "use_champion": use_champion, "evaluation_date": str(evaluation),
@@ -375,11 +390,11 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
                              "predicted decile):")
         summary.notes.extend(table)
     summary.seconds = time.time() - start
+    pipeline_run.record_completion(spark, root, "clv", scope, key, summary.seconds)
     return summary
 
 
 def replace_as_of_horizon(df: DataFrame, path: str, as_of: dt.date, horizon: int) -> None:
     """Replace the rows of one (as-of date, horizon); other dates and horizons are kept."""
-    (df.write.format("delta").mode("overwrite")
-     .option("replaceWhere", f"as_of = DATE'{as_of.isoformat()}' AND horizon_days = {horizon}")
-     .partitionBy("as_of").save(path))
+    lakehouse.replace_where(
+        df, path, f"as_of = DATE'{as_of.isoformat()}' AND horizon_days = {horizon}", "as_of")

@@ -13,7 +13,7 @@ import time
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from custseg import lakehouse, tracking
+from custseg import lakehouse, pipeline_run, tracking
 from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
 from custseg.config import Config
 from custseg.drift import as_of_dates, compare
@@ -56,6 +56,24 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
         summary.seconds = time.time() - start
         return summary
     before = earlier[-1]
+    tracking.configure(root, cfg)
+    key = pipeline_run.stage_key(
+        spark, root, [("gold", RFM_SEGMENTS), ("gold", CUSTOMER_CLUSTERS),
+                      ("gold", "clv_predictions")],
+        before=before, after=after, drift=cfg["drift"], horizon_days=cfg["clv"]["horizon_days"],
+        champions=[tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)])
+    done = pipeline_run.completed_by(spark, root, "drift", str(after), key,
+                                     [("gold", MIGRATION), ("gold", REPORT)])
+    if done:
+        recorded = lakehouse.read(spark, lakehouse.table_path(root, "gold", REPORT)).where(
+            (F.col("as_of") == F.lit(after)) & F.col("breach"))
+        summary.notes.append(f"{after} against {before}: same inputs and settings as run "
+                             f"{done}; nothing written")
+        summary.alerts += [f"DRIFT {r['check']} = {_fmt(r['value'])} (threshold "
+                           f"{r['threshold']:g}), recorded by run {done}"
+                           for r in recorded.orderBy("check").collect()]  # checks: a few dozen
+        summary.seconds = time.time() - start
+        return summary
     clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
     clusters = lakehouse.read(spark, clusters_path) if lakehouse.exists(
         spark, clusters_path) else None
@@ -69,8 +87,8 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     breaches = [c for c in checks if c.breach]
     model_drift = [c for c in breaches if c.kind in MODEL_DRIFT_KINDS]
 
-    tracking.configure(root, cfg)
-    with mlflow.start_run(run_name=f"drift {after}") as run:
+    with mlflow.start_run(run_name=f"drift {after}",
+                          tags=pipeline_run.mlflow_tags("drift")) as run:
         run_id = run.info.run_id
         mlflow.log_params({"as_of": str(after), "compared_with": str(before),
                            **{f"threshold_{k}": v for k, v in cfg["drift"].items()}})
@@ -115,6 +133,7 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
                               "bad retrain")
     summary.notes.append(f"mlflow run {run_id}")
     summary.seconds = time.time() - start
+    pipeline_run.record_completion(spark, root, "drift", str(after), key, summary.seconds)
     return summary
 
 

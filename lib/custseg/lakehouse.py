@@ -3,6 +3,7 @@
 Idempotence comes from Delta itself: appends carry a transaction id (``txnAppId``/``txnVersion``)
 so a repeated write of the same batch is skipped by Delta, and derived tables record the versions
 of their sources in the commit's ``userMetadata`` so an unchanged input is not rewritten.
+Every write stamps its rows and its commit with the pipeline run id.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+
+from custseg import pipeline_run
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
 
@@ -65,13 +68,20 @@ def last_metadata(spark: SparkSession, path: str) -> dict:
         return {}
 
 
+def _commit_metadata(metadata: dict | None = None) -> str:
+    return json.dumps({**(metadata or {}), pipeline_run.COLUMN: pipeline_run.current()},
+                      sort_keys=True)
+
+
 def append_once(
     df: DataFrame, path: str, app_id: str, partition_by: list[str] | None = None
 ) -> None:
-    """Append ``df`` unless a commit with this ``app_id`` is already in the table."""
+    """Append ``df`` unless a commit with this ``app_id`` is already in the table. New columns
+    (``pipeline_run_id`` on a table written before it existed) are added, null in old rows."""
     writer = (
-        df.write.format("delta").mode("append")
-        .option("txnAppId", app_id).option("txnVersion", 1)
+        pipeline_run.stamp(df).write.format("delta").mode("append")
+        .option("txnAppId", app_id).option("txnVersion", 1).option("mergeSchema", "true")
+        .option("userMetadata", _commit_metadata())
     )
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -80,7 +90,14 @@ def append_once(
 
 def overwrite(df: DataFrame, path: str, metadata: dict | None = None) -> None:
     """Replace the table's contents in one commit (time travel keeps the old versions)."""
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if metadata is not None:
-        writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True))
-    writer.save(path)
+    (pipeline_run.stamp(df).write.format("delta").mode("overwrite")
+     .option("overwriteSchema", "true").option("userMetadata", _commit_metadata(metadata))
+     .save(path))
+
+
+def replace_where(df: DataFrame, path: str, condition: str, partition_by: str) -> None:
+    """Replace the rows matching ``condition`` in one commit; other rows are kept, so a table
+    keyed by date builds history and a rerun of one date replaces only that date."""
+    (pipeline_run.stamp(df).write.format("delta").mode("overwrite")
+     .option("replaceWhere", condition).option("userMetadata", _commit_metadata())
+     .partitionBy(partition_by).save(path))

@@ -187,6 +187,7 @@ FACT_SCHEMA = T.StructType([
     T.StructField("source_file", T.StringType(), False),
     T.StructField("source_row", T.LongType(), False),
     T.StructField("row_hash", T.StringType(), False),
+    T.StructField("pipeline_run_id", T.StringType(), True),
 ])
 
 

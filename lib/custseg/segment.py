@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import os
 import tempfile
 import time
@@ -11,7 +12,7 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg import lakehouse, tracking
+from custseg import lakehouse, pipeline_run, tracking
 from custseg.clusters import (
     Sweep,
     assign,
@@ -31,13 +32,12 @@ RFM_SEGMENTS = "rfm_segments"
 CUSTOMER_CLUSTERS = "customer_clusters"
 CLUSTER_PROFILES = "cluster_profiles"
 CLUSTER_SELECTION = "cluster_selection"
+FINGERPRINT = "training_fingerprint"
 
 
 def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
     """Replace the rows of one as-of date (other dates are kept, so history builds)."""
-    (df.write.format("delta").mode("overwrite")
-     .option("replaceWhere", f"as_of = DATE'{as_of.isoformat()}'")
-     .partitionBy("as_of").save(path))
+    lakehouse.replace_where(df, path, f"as_of = DATE'{as_of.isoformat()}'", "as_of")
 
 
 def parse_as_of(text: str) -> dt.date:
@@ -102,6 +102,20 @@ def segment(
     if not lakehouse.exists(spark, fact_path):
         raise InputError(f"{fact_path}: no silver table; run 'custseg refine' first")
     date = resolve_as_of(spark, root, cfg, as_of)
+    tracking.configure(root, cfg)
+    key = pipeline_run.stage_key(
+        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=date,
+        segment=cfg["segment"], cluster=cfg["cluster"], use_champion=use_champion,
+        champion=tracking.champion_version(MODEL_NAME) if use_champion else None)
+    outputs = [("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS, CLUSTER_PROFILES,
+                                     "report_customers")]
+    done = pipeline_run.completed_by(spark, root, "segment", str(date), key, outputs)
+    if done:
+        summary.notes.append(f"as of {date}: same inputs and settings as run {done}; "
+                             "nothing written")
+        summary.seconds = time.time() - start
+        return summary
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
     fact = lakehouse.read(spark, fact_path)
     cancel_path = lakehouse.table_path(root, "silver", CANCELLATIONS)
     cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
@@ -124,8 +138,8 @@ def segment(
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
         summary.notes.append(f"segment {name}: {count:,} ({count / n:.1%})")
 
-    tracking.configure(root, cfg)
-    with mlflow.start_run(run_name=f"segment {date}") as run:
+    with mlflow.start_run(run_name=f"segment {date}",
+                          tags=pipeline_run.mlflow_tags("segment")) as run:
         mlflow.log_params({"as_of": str(date), "features": ",".join(cfg["cluster"]["features"]),
                            "k_min": cfg["cluster"]["k_min"], "k_max": cfg["cluster"]["k_max"],
                            "k_fixed": cfg["cluster"]["k"], "seed": cfg["cluster"]["seed"],
@@ -139,6 +153,11 @@ def segment(
                                  f"{MODEL_NAME} is registered yet")
             model = mlflow.spark.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}")
             summary.notes.append(f"clusters assigned by {MODEL_NAME} version {version}")
+        elif version := tracking.version_with_tag(MODEL_NAME, FINGERPRINT, fingerprint):
+            model = mlflow.spark.load_model(f"models:/{MODEL_NAME}/{version}")
+            tracking.set_champion(MODEL_NAME, version)
+            summary.notes.append(f"same inputs and settings as {MODEL_NAME} version {version} "
+                                 f"(a run that stopped early): not refitted; '{tracking.CHAMPION}'")
         else:
             model, sweep = fit_clusters(features, cfg)
             for k in sorted(sweep.wcss):
@@ -158,6 +177,7 @@ def segment(
             info = mlflow.spark.log_model(model, artifact_path="model",
                                           registered_model_name=MODEL_NAME)
             version = info.registered_model_version
+            tracking.set_version_tag(MODEL_NAME, version, FINGERPRINT, fingerprint)
             tracking.set_champion(MODEL_NAME, version)
             summary.notes.append(f"registered {MODEL_NAME} version {version} as "
                                  f"'{tracking.CHAMPION}'")
@@ -199,4 +219,5 @@ def segment(
 
     summary.rows_out["gold/report_customers"] = refresh_customer_report(spark, root)
     summary.seconds = time.time() - start
+    pipeline_run.record_completion(spark, root, "segment", str(date), key, summary.seconds)
     return summary

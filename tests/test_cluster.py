@@ -1,0 +1,141 @@
+"""A real Spark standalone cluster from the pip pyspark package: a master and two workers on
+loopback, the whole pipeline submitted through spark-submit.sh, custseg absent from the workers'
+Python (the system Python 3.11, which has no custseg), the tables checked, the cluster stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from custseg import lakehouse
+from tests.conftest import REPO
+
+WORKER_PYTHON = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
+SPARK_HOME = str(Path(__import__("pyspark").__file__).parent)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _state(ui: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    port, ui = _port(), _port()
+    env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARK_DAEMON_MEMORY": "512m",
+           "SPARK_LOG_DIR": str(base), "PYSPARK_PYTHON": WORKER_PYTHON}
+    env.pop("PYTHONPATH", None)
+    spark_class = f"{SPARK_HOME}/bin/spark-class"
+    procs = [subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+         "--port", str(port), "--webui-port", str(ui)],
+        stdout=open(base / "master.log", "w"), stderr=subprocess.STDOUT, env=env)]
+    url = f"spark://127.0.0.1:{port}"
+    for i in (1, 2):
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+             "--cores", "1", "--memory", "2g", "--webui-port", str(_port()),
+             "--work-dir", str(base / f"worker{i}"), url],
+            stdout=open(base / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env))
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                alive = [w for w in _state(ui)["workers"] if w["state"] == "ALIVE"]
+                if len(alive) == 2:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, (base / "master.log").read_text()[-3000:]
+            time.sleep(1)
+        yield dict(url=url, ui=ui, base=base)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _submit(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYSPARK_PYTHON": WORKER_PYTHON,
+           "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        [str(REPO / "spark-submit.sh"), "--master", cluster["url"], "--executor-cores", "1",
+         "--executor-memory", "1g", "--total-executor-cores", "2", "--driver-memory", "2g",
+         *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_the_workers_python_has_no_custseg():
+    found = subprocess.run([WORKER_PYTHON, "-c", "import custseg"], capture_output=True,
+                           text=True)
+    assert found.returncode != 0 and "No module named 'custseg'" in found.stderr
+
+
+def test_executors_import_custseg_from_the_shipped_zip(cluster, tmp_path):
+    done = _submit(cluster, str(REPO / "tests/cluster_probe.py"), cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    seen = json.loads(next(line for line in done.stdout.splitlines()
+                           if line.startswith("PROBE "))[6:])
+    assert {executor for executor, _, _ in seen} == {"0", "1"}
+    assert {python for _, python, _ in seen} == {os.path.realpath(WORKER_PYTHON)} or {
+        python for _, python, _ in seen} == {WORKER_PYTHON}
+    assert all("custseg.zip/custseg/__init__.py" in where for _, _, where in seen)
+
+
+def test_the_pipeline_runs_on_the_cluster(spark, cluster, tmp_path):
+    custseg = str(Path(sys.executable).parent / "custseg")
+    sample = str(tmp_path / "sample.parquet")
+    subprocess.run([custseg, "generate", "--customers", "600", "--out", sample, "--seed", "31",
+                    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"],
+                   check=True, capture_output=True)
+    root = str(tmp_path / "lh")
+    done = _submit(cluster, str(REPO / "jobs/pipeline.py"), "--input", sample, "--lakehouse",
+                   root, "--run-id", "on-the-cluster", "--set", "spark.shuffle_partitions=4",
+                   "--set", "cluster.k_max=3", "--set", "clv.gbt.max_iter=3",
+                   "--set", "clv.training_windows=1", cwd=tmp_path)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    assert f"master {cluster['url']}" in said
+    assert "custseg.zip/custseg/__init__.py" in said
+    # both workers ran executors of the pipeline application
+    apps = [a for a in _state(cluster["ui"])["completedapps"] if a["name"] == "custseg"]
+    assert len(apps) == 1
+    for i in (1, 2):
+        assert list((cluster["base"] / f"worker{i}" / apps[0]["id"]).iterdir())
+
+    bronze = lakehouse.read(spark, lakehouse.table_path(root, "bronze", "raw_invoices"))
+    assert bronze.count() == spark.read.parquet(sample).count()
+    log = lakehouse.read(spark, lakehouse.table_path(root, "silver", "refine_log")).first()
+    assert log["bronze_rows"] == log["fact_rows"] + log["cancellation_rows"] + log[
+        "quarantine_rows"]
+    rfm = lakehouse.read(spark, lakehouse.table_path(root, "gold", "rfm_segments"))
+    fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", "fct_invoices"))
+    customers = fact.where(F.col("customer_id").isNotNull()).select("customer_id").distinct()
+    assert rfm.count() == customers.count()
+    assert rfm.count() == customers
+    predictions = lakehouse.read(spark, lakehouse.table_path(root, "gold", "clv_predictions"))
+    assert predictions.count() > 0
+    assert {r[0] for r in predictions.select("pipeline_run_id").distinct().collect()} == {
+        "on-the-cluster"}
+    assert (Path(root) / "dashboard/report.html").stat().st_size > 1_000_000

@@ -1,0 +1,211 @@
+"""``custseg run`` as a scheduler sees it: one run id everywhere, the lakehouse lock, runs killed
+with a signal and started again, and the same input run twice."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+
+from custseg import lakehouse, pipeline_run
+from custseg.errors import ConfigError, LakehouseBusy
+
+CUSTSEG = str(Path(sys.executable).parent / "custseg")
+FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
+        "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
+        "--set", "clv.gbt.max_iter=3", "--set", "clv.training_windows=1"]
+# lineage that differs between any two runs by design; everything else must be equal
+VOLATILE = {"pipeline_run_id", "run_id", "ingested_at", "refined_at"}
+
+
+# ---- the lock and the id, in-process -----------------------------------------------------
+
+def test_run_ids_are_checked():
+    assert pipeline_run.validate_run_id("scheduled__2026-11-23T02:00:00+00:00")
+    for bad in ("", "-x", "a b", "a/b", "x" * 129):
+        with pytest.raises(ConfigError, match="--run-id"):
+            pipeline_run.validate_run_id(bad)
+    a, b = pipeline_run.new_run_id(), pipeline_run.new_run_id()
+    assert a != b and a[:8] == time.strftime("%Y%m%d", time.gmtime())
+
+
+def _write_lock(root: Path, **holder) -> Path:
+    path = Path(pipeline_run.lock_path(str(root)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(holder))
+    return path
+
+
+def test_a_live_holder_keeps_the_lakehouse(tmp_path):
+    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run") as notes:
+        assert notes == []
+        with pytest.raises(LakehouseBusy) as err:
+            with pipeline_run.lakehouse_lock(str(tmp_path), "second", "custseg run"):
+                pass
+        message = str(err.value)
+        assert "is in use by run first (custseg run, pid" in message
+        assert pipeline_run.lock_path(str(tmp_path)) in message
+        assert Path(pipeline_run.lock_path(str(tmp_path))).exists()
+    assert not Path(pipeline_run.lock_path(str(tmp_path))).exists()
+
+
+def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _write_lock(tmp_path, run_id="killed", pid=gone.pid, host=socket.gethostname())
+    with pipeline_run.lakehouse_lock(str(tmp_path), "next", "custseg run") as notes:
+        assert notes == [f"took over the lock of run killed (pid {gone.pid} is gone)"]
+        held = json.loads(Path(pipeline_run.lock_path(str(tmp_path))).read_text())
+        assert held["run_id"] == "next" and held["pid"] == os.getpid()
+
+
+def test_a_holder_on_another_host_is_never_taken(tmp_path):
+    path = _write_lock(tmp_path, run_id="elsewhere", pid=1, host="another-host")
+    with pytest.raises(LakehouseBusy, match="pid 1 on another-host"):
+        with pipeline_run.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
+            pass
+    assert json.loads(path.read_text())["run_id"] == "elsewhere"
+
+
+# ---- whole runs, as processes -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "sample.parquet")
+    subprocess.run([CUSTSEG, "generate", "--customers", "800", "--out", out, "--seed", "23",
+                    *FAST], check=True, capture_output=True)
+    return out
+
+
+def _start(sample: str, root: str, run_id: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id", run_id, *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _read_until(proc: subprocess.Popen, marker: str) -> str:
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"no {marker!r} before the run ended:\n{''.join(seen)[-3000:]}")
+
+
+def _tables(root: str) -> list[str]:
+    return sorted(os.path.relpath(d, root) for d, dirs, _ in os.walk(root)
+                  if "_delta_log" in dirs)
+
+
+def _content(spark, path: str) -> list[tuple]:
+    df = lakehouse.read(spark, path)
+    cols = sorted(c for c in df.columns if c not in VOLATILE)
+
+    def norm(v):
+        if isinstance(v, float) and math.isfinite(v):
+            return float(f"{v:.9g}")
+        return v
+
+    return sorted((tuple(norm(r[c]) for c in cols) for r in df.select(*cols).collect()),
+                  key=repr)
+
+
+@pytest.fixture(scope="module")
+def clean(sample, tmp_path_factory):
+    """Two runs started at once on one lakehouse: the one that gets the lock is the clean run."""
+    root = str(tmp_path_factory.mktemp("clean") / "lh")
+    procs = {rid: _start(sample, root, rid) for rid in ("both-a", "both-b")}
+    out = {rid: p.communicate()[0] for rid, p in procs.items()}
+    codes = {rid: p.returncode for rid, p in procs.items()}
+    return dict(root=root, out=out, codes=codes)
+
+
+def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
+    assert sorted(clean["codes"].values()) == [0, 4], clean["out"]
+    winner = next(r for r, c in clean["codes"].items() if c == 0)
+    loser = next(r for r, c in clean["codes"].items() if c == 4)
+    said = clean["out"][loser]
+    assert f"custseg run: error: lakehouse {clean['root']} is in use by run {winner}" in said
+    assert "[ingest] start" not in said
+    assert not os.path.exists(pipeline_run.lock_path(clean["root"]))
+
+
+def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
+    from mlflow import MlflowClient
+
+    from custseg import tracking
+    from custseg.config import load_config
+
+    winner = next(r for r, c in clean["codes"].items() if c == 0)
+    tables = _tables(clean["root"])
+    assert {"bronze/raw_invoices", "silver/fct_invoices", "silver/quarantine",
+            "gold/rfm_segments", "gold/clv_predictions", "ops/stage_runs"} <= set(tables)
+    for table in tables:
+        path = f"{clean['root']}/{table}"
+        ids = {r[0] for r in lakehouse.read(spark, path).select(pipeline_run.COLUMN)
+               .distinct().collect()}
+        assert ids == {winner}, table
+        metadata = [json.loads(r[0]) for r in DeltaTable.forPath(spark, path).history()
+                    .select("userMetadata").collect() if r[0]]
+        assert metadata and all(m[pipeline_run.COLUMN] == winner for m in metadata), table
+    tracking.configure(clean["root"], load_config())
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
+    assert {r.data.tags["custseg.stage"] for r in runs} == {"segment", "clv"}
+    assert {r.data.tags[f"custseg.{pipeline_run.COLUMN}"] for r in runs} == {winner}
+    said = clean["out"][winner]
+    assert f"[run] run {winner}: custseg" in said
+    summary = said[said.index(f"run {winner} summary"):].splitlines()[1:10]
+    assert [line.split()[0] for line in summary] == [
+        "stage", "ingest", "refine", "report", "segment", "clv", "drift", "dashboard", "total"]
+
+
+def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path):
+    root = str(tmp_path / "killed")
+    lock = pipeline_run.lock_path(root)
+    # a scheduler's timeout: SIGTERM to the run, mid-refine
+    first = _start(sample, root, "killed-1")
+    _read_until(first, "[refine] start")
+    time.sleep(4)
+    assert first.poll() is None, "refine ended before it could be stopped"
+    first.send_signal(signal.SIGTERM)
+    rest = first.communicate()[0]
+    assert first.returncode == 143, rest[-2000:]
+    assert "custseg run: error: stopped by SIGTERM" in rest
+    assert not os.path.exists(lock)
+    # a hard kill of the whole process group (Python and the JVM), mid-clv
+    second = _start(sample, root, "killed-2")
+    _read_until(second, "[clv] start")
+    time.sleep(8)
+    assert second.poll() is None, "clv ended before it could be killed"
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait()
+    assert json.loads(Path(lock).read_text())["run_id"] == "killed-2"
+    third = _start(sample, root, "killed-3")
+    said = third.communicate()[0]
+    assert third.returncode == 0, said[-3000:]
+    assert "took over the lock of run killed-2" in said
+    assert not os.path.exists(lock)
+
+    business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
+    assert [t for t in _tables(root) if not t.startswith("ops/")] == business
+    for table in business:
+        assert _content(spark, f"{root}/{table}") == _content(
+            spark, f"{clean['root']}/{table}"), table
+
+    # the same input again changes nothing: no table gets a new version
+    before = {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)}
+    again = _start(sample, root, "again")
+    said = again.communicate()[0]
+    assert again.returncode == 0, said[-3000:]
+    assert "already ingested" in said and said.count("nothing written") == 2
+    assert {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)} == before
