@@ -8,11 +8,14 @@ from pyspark.sql import SparkSession
 
 
 def where(_: int) -> tuple[str, str, str]:
+    """(the executor's work folder, its Python, its custseg) from inside one task."""
     import os
+    import time
 
     import custseg
 
-    return os.environ.get("SPARK_EXECUTOR_ID", "?"), sys.executable, custseg.__file__
+    time.sleep(0.5)  # long enough that both executors take tasks
+    return os.getcwd(), sys.executable, custseg.__file__
 
 
 if __name__ == "__main__":

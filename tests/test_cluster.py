@@ -97,7 +97,8 @@ def test_executors_import_custseg_from_the_shipped_zip(cluster, tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     seen = json.loads(next(line for line in done.stdout.splitlines()
                            if line.startswith("PROBE "))[6:])
-    assert {executor for executor, _, _ in seen} == {"0", "1"}
+    workers = {Path(cwd).relative_to(cluster["base"]).parts[0] for cwd, _, _ in seen}
+    assert workers == {"worker1", "worker2"}
     assert {python for _, python, _ in seen} == {os.path.realpath(WORKER_PYTHON)} or {
         python for _, python, _ in seen} == {WORKER_PYTHON}
     assert all("custseg.zip/custseg/__init__.py" in where for _, _, where in seen)
@@ -133,7 +134,6 @@ def test_the_pipeline_runs_on_the_cluster(spark, cluster, tmp_path):
     fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", "fct_invoices"))
     customers = fact.where(F.col("customer_id").isNotNull()).select("customer_id").distinct()
     assert rfm.count() == customers.count()
-    assert rfm.count() == customers
     predictions = lakehouse.read(spark, lakehouse.table_path(root, "gold", "clv_predictions"))
     assert predictions.count() > 0
     assert {r[0] for r in predictions.select("pipeline_run_id").distinct().collect()} == {

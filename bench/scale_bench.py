@@ -1,0 +1,233 @@
+"""The whole pipeline at growing scales, with per-stage time, rows/s and peak memory, and the
+single-process pandas + scikit-learn approach on the same inputs for comparison.
+
+    .venv/bin/python bench/scale_bench.py [--scales 1x,10x,50x,1m] [--workdir DIR]
+        [--pandas-timeout 1800] [--pandas-memory-gb 16] [--out results.md] [--set KEY=VALUE]
+
+``Nx`` is N times the UCI workbook's 541,909 lines of generated data; ``1m`` is one million
+customers. Each scale runs ``custseg run`` as its own process on a fresh lakehouse, so the
+figures are what a user gets; a sampler reads the resident memory of the driver's Python process
+and of its JVM (in local mode the driver and the executor share that JVM) twice a second and
+keeps the peak of each stage. Ratios compare each stage with the scale before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+UCI_LINES = 541_909
+LINES_PER_CUSTOMER = 22.1  # what custseg.generate writes on average (22,091,548 per 1M)
+STAGES = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
+
+
+def customers_for(scale: str) -> int:
+    """Customers to generate for ``10x`` (lines) or ``1m`` (customers)."""
+    if scale.endswith("x"):
+        return round(UCI_LINES * float(scale[:-1]) / LINES_PER_CUSTOMER)
+    if scale.endswith("m"):
+        return round(float(scale[:-1]) * 1_000_000)
+    raise SystemExit(f"--scales: {scale!r} is neither Nx nor Nm")
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _is_java(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() == "java"
+    except OSError:
+        return False
+
+
+class Sampler(threading.Thread):
+    """Peak resident memory of the driver (Python) and of its JVM, per stage."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.stage, self.peaks = pid, "start", {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            jvm = sum(_rss_mb(p) for p in _descendants(self.pid) if _is_java(p))
+            driver, jvm_peak = self.peaks.get(self.stage, (0.0, 0.0))
+            self.peaks[self.stage] = (max(driver, _rss_mb(self.pid)), max(jvm_peak, jvm))
+
+
+def run_pipeline(data: str, root: str, settings: list[str], log: Path) -> dict:
+    """``custseg run`` on ``data``; per stage: rows in, seconds, driver and JVM peak MB."""
+    cmd = [str(BIN / "custseg"), "run", "--input", data, "--lakehouse", root,
+           "--run-id", f"bench-{Path(root).parent.name}"]
+    for s in settings:
+        cmd += ["--set", s]
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    table: dict[str, dict] = {}
+    with open(log, "w") as fh:
+        for line in proc.stdout:
+            fh.write(line)
+            m = re.search(r"\[(\w+)\] start$", line.strip())
+            if m and m.group(1) in STAGES:
+                sampler.stage = m.group(1)
+            parts = line.split()
+            if len(parts) == 5 and parts[0] in STAGES and parts[-1].replace(".", "").isdigit():
+                table[parts[0]] = {"rows": int(parts[1].replace(",", "")),
+                                   "seconds": float(parts[4])}
+    proc.wait()
+    sampler.stopped.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"custseg run failed ({proc.returncode}); see {log}")
+    for stage, (driver, jvm) in sampler.peaks.items():
+        if stage in table:
+            table[stage].update(driver_mb=driver, jvm_mb=jvm)
+    table["total"] = {"rows": table["ingest"]["rows"], "seconds": time.time() - started,
+                      "driver_mb": max(v[0] for v in sampler.peaks.values()),
+                      "jvm_mb": max(v[1] for v in sampler.peaks.values())}
+    return table
+
+
+def run_pandas(data: str, timeout: float, memory_gb: float) -> tuple[list[dict], str, float]:
+    """The pandas baseline under a time and address-space limit: finished steps, status and
+    wall seconds."""
+    limit = int(memory_gb * 1024 ** 3)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench/pandas_baseline.py"), data],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=cap)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    out, err = proc.communicate()
+    timer.cancel()
+    wall = time.time() - started
+    steps = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode == 0:
+        return steps, "finished", wall
+    if "MemoryError" in err or "Unable to allocate" in err:
+        return steps, f"out of memory ({memory_gb:g} GiB limit)", wall
+    if proc.returncode in (-9, 137):
+        return steps, f"stopped at the {timeout:,.0f} s limit", wall
+    last = err.strip().splitlines()[-1] if err.strip() else str(proc.returncode)
+    return steps, f"failed: {last}", wall
+
+
+def main() -> None:
+    """Run every scale and print (and optionally write) the tables."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scales", default="1x,10x,50x,1m")
+    ap.add_argument("--workdir", default="/tmp/custseg-scale-bench")
+    ap.add_argument("--pandas-timeout", type=float, default=1800)
+    ap.add_argument("--pandas-memory-gb", type=float, default=16)
+    ap.add_argument("--no-pandas", action="store_true")
+    ap.add_argument("--out")
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    lines = [f"machine: {os.cpu_count()} cores, "
+             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GiB; "
+             f"settings: {' '.join(args.set) or 'defaults'}", ""]
+    header = ("| scale | stage | rows | seconds | rows/s | driver peak MB | JVM peak MB | "
+              "time ratio | data ratio |")
+    spark_rows = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    pandas_rows = ["| scale | step | seconds | peak MB | status |",
+                   "| --- | --- | --- | --- | --- |"]
+    previous: dict | None = None
+    for scale in args.scales.split(","):
+        here = work / scale
+        here.mkdir()
+        data = str(here / "lines.parquet")
+        t = time.time()
+        gen = subprocess.run([str(BIN / "custseg"), "generate", "--customers",
+                              str(customers_for(scale)), "--out", data, "--seed", "42",
+                              *sum((["--set", s] for s in args.set), [])],
+                             capture_output=True, text=True, check=True)
+        n_lines = int(re.search(r"wrote ([\d,]+) invoice lines", gen.stdout).group(1)
+                      .replace(",", ""))
+        print(f"{scale}: {customers_for(scale):,} customers, {n_lines:,} lines generated in "
+              f"{time.time() - t:.0f} s", flush=True)
+        table = run_pipeline(data, str(here / "lakehouse"), args.set, here / "run.log")
+        table["total"]["rows"] = n_lines
+        for stage in (*STAGES, "total"):
+            s = table.get(stage)
+            if not s:
+                continue
+            ratio = data_ratio = ""
+            if previous and stage in previous["table"]:
+                ratio = f"{s['seconds'] / max(previous['table'][stage]['seconds'], 1e-9):.2f}"
+                data_ratio = f"{n_lines / previous['lines']:.2f}"
+            spark_rows.append(
+                f"| {scale} | {stage} | {s['rows']:,} | {s['seconds']:.1f} | "
+                f"{s['rows'] / max(s['seconds'], 1e-9):,.0f} | {s.get('driver_mb', 0):,.0f} | "
+                f"{s.get('jvm_mb', 0):,.0f} | {ratio} | {data_ratio} |")
+        print("\n".join(spark_rows[-len(STAGES) - 1:]), flush=True)
+        previous = {"table": table, "lines": n_lines}
+        if not args.no_pandas:
+            steps, status, wall = run_pandas(data, args.pandas_timeout,
+                                             args.pandas_memory_gb)
+            for st in steps:
+                if st["step"].startswith("kmeans k="):
+                    continue
+                pandas_rows.append(f"| {scale} | {st['step']} | {st['seconds']:.1f} | "
+                                   f"{st['peak_mb']:,} | |")
+            last = steps[-1]["step"] if steps else "nothing"
+            peak = max((s["peak_mb"] for s in steps), default=0)
+            pandas_rows.append(f"| {scale} | total (wall) | {wall:.1f} | {peak:,} | {status}; "
+                               f"last step done: {last} |")
+            print("\n".join(pandas_rows[-3:]), flush=True)
+        shutil.rmtree(here / "lakehouse", ignore_errors=True)
+    text = "\n".join([*lines, "custseg run:", "", *spark_rows, "", "pandas + scikit-learn:", "",
+                      *pandas_rows])
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
