@@ -221,10 +221,17 @@ def lakehouse_lock(
     try:
         yield notes
     finally:
-        raw = handle.read()
-        if raw is not None and json.loads(raw).get("run_id") == run_id \
-                and json.loads(raw).get("pid") == pid:
+        if _holder(handle.read()) == (run_id, pid):
             handle.delete()
+
+
+def _holder(raw: str | None) -> tuple[object, object] | None:
+    """(run id, pid) of a lock's text, None when absent or unreadable."""
+    try:
+        held = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return (held.get("run_id"), held.get("pid")) if isinstance(held, dict) else None
 
 
 # ---- stages that already ran on the same inputs --------------------------------------------
