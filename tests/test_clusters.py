@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from pyspark.sql import functions as F
 
 from custseg.clusters import assign, elbow, fit_clusters, name_clusters
@@ -59,3 +60,20 @@ def test_names_from_medians():
     ]
     assert name_clusters(rows, overall) == {0: "recent frequent top spenders",
                                             1: "lapsed occasional low spenders"}
+
+
+def test_sweep_on_a_sample_fits_the_chosen_k_on_everyone(spark):
+    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=4",
+                                 "cluster.sweep_sample=150"])
+    features = _features(spark).cache()
+    model, sweep = fit_clusters(features, cfg)
+    assert sweep.customers == 600
+    assert 100 <= sweep.swept_on <= 200  # a hash keeps each customer with probability 1/4
+    assert sweep.chosen_k == 3
+    assert sum(model.stages[-1].summary.clusterSizes) == 600
+    got = {r["customer_id"]: r["cluster"] for r in assign(model, features).collect()}
+    groups = {r["customer_id"]: r["g"] for r in features.select("customer_id", "g").collect()}
+    assert len({(groups[c], got[c]) for c in got}) == 3
+    _, again = fit_clusters(features.repartition(5, F.rand(9)), cfg)
+    assert again.swept_on == sweep.swept_on
+    assert again.wcss == pytest.approx(sweep.wcss, rel=1e-9)

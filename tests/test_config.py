@@ -35,6 +35,7 @@ def test_set_overrides_and_types():
     ("report.purchase_nature.bulk_min_items=many", "'report.purchase_nature.bulk_min_items' "
      "must be an integer"),
     ("report.growth_months=0", "'report.growth_months' must be at least 1"),
+    ("cluster.sweep_sample=10", "'cluster.sweep_sample' must be at least 100, got 10"),
     ("drift.psi_threshold=-1", "'drift.psi_threshold' must be positive"),
     ("dashboard.top_customers=0", "'dashboard.top_customers' must be at least 1"),
     ("dashboard.retain_segments=[At Risk, Whales]", "'dashboard.retain_segments' names "

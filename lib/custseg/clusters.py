@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.clustering import KMeans
+from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.sql import DataFrame
@@ -28,6 +28,8 @@ class Sweep:
     silhouette: dict[int, float] = field(default_factory=dict)
     chosen_k: int = 0
     elbow_k: int = 0
+    customers: int = 0
+    swept_on: int = 0
 
 
 def prep_pipeline(features: list[str]) -> Pipeline:
@@ -58,7 +60,12 @@ def elbow(wcss: dict[int, float]) -> int:
 
 
 def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep]:
-    """Sweep k over the configured range and return the chosen model and the sweep."""
+    """Sweep k over the configured range and return the chosen model and the sweep.
+
+    Above ``cluster.sweep_sample`` customers the sweep runs on a sample picked by a seeded hash
+    of the customer id (the same customers whatever the partitioning), and only the chosen k is
+    fitted on every customer: nine full fits and silhouettes become one.
+    """
     cl = cfg["cluster"]
     prep = prep_pipeline(cl["features"]).fit(features)
     # KMeans|| initialisation samples by partition and position: fix both so a seed repeats.
@@ -66,23 +73,35 @@ def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep
     x = (prep.transform(features).select("customer_id", "features")
          .repartition(parts, "customer_id").sortWithinPartitions("customer_id").cache())
     n = x.count()
-    k_max = min(cl["k_max"], max(2, n - 1))
+    cap = cl["sweep_sample"]
+    sample = x
+    if n > cap:
+        sample = x.where(F.pmod(F.xxhash64("customer_id", F.lit(cl["seed"])), F.lit(n))
+                         < cap).cache()
+    sweep = Sweep(customers=n, swept_on=sample.count() if n > cap else n)
+    k_max = min(cl["k_max"], max(2, sweep.swept_on - 1))
     ks = list(range(cl["k_min"], k_max + 1))
     if cl["k"] and cl["k"] not in ks:
         ks = [cl["k"]]
     evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="cluster")
-    sweep = Sweep()
+
+    def fit(k: int, data: DataFrame) -> KMeansModel:
+        return KMeans(k=k, seed=cl["seed"], maxIter=cl["max_iter"], featuresCol="features",
+                      predictionCol="cluster").fit(data)
+
     models = {}
     for k in ks:
-        km = KMeans(k=k, seed=cl["seed"], maxIter=cl["max_iter"], featuresCol="features",
-                    predictionCol="cluster").fit(x)
-        models[k] = km
-        sweep.wcss[k] = float(km.summary.trainingCost)
-        sweep.silhouette[k] = float(evaluator.evaluate(km.transform(x)))
-    x.unpersist()
+        models[k] = fit(k, sample)
+        sweep.wcss[k] = float(models[k].summary.trainingCost)
+        sweep.silhouette[k] = float(evaluator.evaluate(models[k].transform(sample)))
     sweep.chosen_k = cl["k"] or max(ks, key=lambda k: (sweep.silhouette[k], -k))
     sweep.elbow_k = elbow(sweep.wcss)
-    model = PipelineModel(stages=[*prep.stages, models[sweep.chosen_k]])
+    chosen = models[sweep.chosen_k]
+    if sample is not x:
+        sample.unpersist()
+        chosen = fit(sweep.chosen_k, x)
+    x.unpersist()
+    model = PipelineModel(stages=[*prep.stages, chosen])
     return model, sweep
 
 

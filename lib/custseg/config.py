@@ -243,6 +243,9 @@ def _validate_models(cfg: Config) -> None:
         raise ConfigError(f"'cluster.k' must be at least 2, got {cl['k']}")
     if cl["max_iter"] < 1:
         raise ConfigError("'cluster.max_iter' must be at least 1")
+    if cl["sweep_sample"] < 100:
+        raise ConfigError(f"'cluster.sweep_sample' must be at least 100, got "
+                          f"{cl['sweep_sample']}")
     _validate_clv(cfg["clv"])
     _validate_outputs(cfg)
 

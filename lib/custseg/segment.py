@@ -169,6 +169,10 @@ def segment(
                 f"k = {sweep.chosen_k} (silhouette {sweep.silhouette[sweep.chosen_k]:.3f}); "
                 f"elbow at k = {sweep.elbow_k}; silhouette by k: "
                 + ", ".join(f"{k}: {s:.3f}" for k, s in sorted(sweep.silhouette.items())))
+            mlflow.log_params({"customers": sweep.customers, "swept_on": sweep.swept_on})
+            if sweep.swept_on < sweep.customers:
+                summary.notes.append(f"k swept on a {sweep.swept_on:,}-customer sample of "
+                                     f"{sweep.customers:,}; k = {sweep.chosen_k} fitted on all")
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(_charts(sweep, tmp))
             replace_as_of(selection_table(spark, sweep, date),
