@@ -50,7 +50,7 @@ def build_spark(cfg: Config) -> SparkSession:
     for key, value in DELTA_CONF.items():
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
-        builder = builder.config(key, str(value))
+        builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
