@@ -36,7 +36,7 @@ def main(path: str) -> None:
     _done("read", t, rows=len(df))
 
     t = time.time()
-    df = df.dropna(subset=["CustomerID"])
+    df = df.dropna(subset=["CustomerID", "InvoiceNo", "InvoiceDate"])
     df = df[~df["InvoiceNo"].astype(str).str.startswith("C")]
     df = df[(df["Quantity"] > 0) & (df["UnitPrice"] > 0)].drop_duplicates()
     df["TotalPrice"] = df["Quantity"] * df["UnitPrice"]

@@ -2,7 +2,8 @@
 single-process pandas + scikit-learn approach on the same inputs for comparison.
 
     .venv/bin/python bench/scale_bench.py [--scales 1x,10x,50x,1m] [--workdir DIR]
-        [--pandas-timeout 1800] [--pandas-memory-gb 16] [--out results.md] [--set KEY=VALUE]
+        [--pandas-timeout 1800] [--pandas-memory-gb 16] [--pandas-scales 1x,10x]
+        [--event-logs] [--out results.md] [--set KEY=VALUE]
 
 ``Nx`` is N times the UCI workbook's 541,909 lines of generated data; ``1m`` is one million
 customers. Each scale runs ``custseg run`` as its own process on a fresh lakehouse, so the
@@ -164,6 +165,9 @@ def main() -> None:
     ap.add_argument("--pandas-timeout", type=float, default=1800)
     ap.add_argument("--pandas-memory-gb", type=float, default=16)
     ap.add_argument("--no-pandas", action="store_true")
+    ap.add_argument("--pandas-scales", help="run the pandas baseline at these scales only")
+    ap.add_argument("--event-logs", action="store_true",
+                    help="keep Spark event logs in WORKDIR/SCALE/events (bench/event_profile.py)")
     ap.add_argument("--out")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
@@ -192,7 +196,12 @@ def main() -> None:
                       .replace(",", ""))
         print(f"{scale}: {customers_for(scale):,} customers, {n_lines:,} lines generated in "
               f"{time.time() - t:.0f} s", flush=True)
-        table = run_pipeline(data, str(here / "lakehouse"), args.set, here / "run.log")
+        settings = list(args.set)
+        if args.event_logs:
+            (here / "events").mkdir()
+            settings.append(f"spark.conf={{spark.eventLog.enabled: 'true', "
+                            f"spark.eventLog.dir: 'file://{here / 'events'}'}}")
+        table = run_pipeline(data, str(here / "lakehouse"), settings, here / "run.log")
         table["total"]["rows"] = n_lines
         for stage in (*STAGES, "total"):
             s = table.get(stage)
@@ -208,7 +217,8 @@ def main() -> None:
                 f"{s.get('jvm_mb', 0):,.0f} | {ratio} | {data_ratio} |")
         print("\n".join(spark_rows[-len(STAGES) - 1:]), flush=True)
         previous = {"table": table, "lines": n_lines}
-        if not args.no_pandas:
+        if not args.no_pandas and (not args.pandas_scales
+                                   or scale in args.pandas_scales.split(",")):
             steps, status, wall = run_pandas(data, args.pandas_timeout,
                                              args.pandas_memory_gb)
             for st in steps:
