@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 PIPELINE = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
+# Local property on every Spark job of a stage, so event logs and the Spark UI tell stages apart.
+STAGE_PROPERTY = "custseg.stage"
 
 
 def log(stage: str, message: str) -> None:
@@ -131,6 +133,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         alerts: list[str] = []
         for stage in stages:
             log(stage, "start")
+            spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
             summary = _run_stage(stage, spark, args, cfg)
             if stage == "drift":
                 alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
