@@ -17,9 +17,11 @@ import pytest
 from delta.tables import DeltaTable
 
 from custseg import lakehouse, pipeline_run
+from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
+REPO = Path(__file__).resolve().parents[1]
 FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
         "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
         "--set", "clv.gbt.max_iter=3", "--set", "clv.training_windows=1"]
@@ -86,9 +88,10 @@ def sample(tmp_path_factory):
     return out
 
 
-def _start(sample: str, root: str, run_id: str) -> subprocess.Popen:
+def _start(sample: str, root: str, run_id: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id", run_id, *FAST],
+        [CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id", run_id, *FAST,
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -122,11 +125,18 @@ def _content(spark, path: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def clean(sample, tmp_path_factory):
     """Two runs started at once on one lakehouse: the one that gets the lock is the clean run."""
-    root = str(tmp_path_factory.mktemp("clean") / "lh")
-    procs = {rid: _start(sample, root, rid) for rid in ("both-a", "both-b")}
+    base = tmp_path_factory.mktemp("clean")
+    root = str(base / "lh")
+    events = {rid: base / f"events-{rid}" for rid in ("both-a", "both-b")}
+    procs = {}
+    for rid, folder in events.items():
+        folder.mkdir()
+        procs[rid] = _start(sample, root, rid, "--set", "spark.conf={spark.eventLog.enabled: "
+                            f"true, spark.eventLog.compress: false, spark.eventLog.dir: "
+                            f"'file://{folder}'}}")
     out = {rid: p.communicate()[0] for rid, p in procs.items()}
     codes = {rid: p.returncode for rid, p in procs.items()}
-    return dict(root=root, out=out, codes=codes)
+    return dict(root=root, out=out, codes=codes, events=events)
 
 
 def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
@@ -137,6 +147,28 @@ def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
     assert f"custseg run: error: lakehouse {clean['root']} is in use by run {winner}" in said
     assert "[ingest] start" not in said
     assert not os.path.exists(pipeline_run.lock_path(clean["root"]))
+
+
+def test_event_logs_tell_stages_and_writes_apart(clean):
+    """Every Spark job carries its custseg stage, every Delta write names its table, and
+    bench/event_profile.py reads both back from the winner's event log."""
+    winner = next(r for r, c in clean["codes"].items() if c == 0)
+    loser = next(r for r, c in clean["codes"].items() if c == 4)
+    assert not any(clean["events"][loser].iterdir())  # the loser never started Spark
+    got = subprocess.run([sys.executable, str(REPO / "bench/event_profile.py"),
+                          str(clean["events"][winner]), "--top", "100000"],
+                         capture_output=True, text=True, check=True).stdout
+    by_stage = got.splitlines()[0]
+    assert by_stage.startswith("Spark wall seconds by custseg stage")
+    for stage in PIPELINE:
+        if stage != "drift":  # one as-of date: nothing to compare, no Spark job
+            assert f" {stage} " in by_stage + " ", by_stage
+    lines = got.splitlines()
+    rows = [line.split() for line in lines[lines.index(next(x for x in lines
+                                                              if x.startswith("kind"))) + 1:]]
+    writes = {(r[1], r[r.index("write") + 1]) for r in rows if "write" in r}
+    assert {("ingest", "bronze/raw_invoices"), ("refine", "silver/fct_invoices"),
+            ("segment", "gold/rfm_segments"), ("clv", "gold/clv_predictions")} <= writes
 
 
 def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
