@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +69,26 @@ def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
         assert notes == [f"took over the lock of run killed (pid {gone.pid} is gone)"]
         held = json.loads(Path(pipeline_run.lock_path(str(tmp_path))).read_text())
         assert held["run_id"] == "next" and held["pid"] == os.getpid()
+
+
+def test_the_lock_is_linked_in_whole_and_leaves_nothing_aside(tmp_path):
+    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run"):
+        folder = Path(pipeline_run.lock_path(str(tmp_path))).parent
+        assert [p.name for p in folder.iterdir()] == ["run.lock"]
+        assert json.loads((folder / "run.lock").read_text())["run_id"] == "first"
+
+
+def test_a_lock_still_being_written_is_read_once_whole(tmp_path):
+    """A store without atomic create shows the file before its text: wait for the text."""
+    path = _write_lock(tmp_path)
+    path.write_text("")
+    holder = {"run_id": "slow-writer", "pid": 1, "host": "another-host", "command": "custseg run"}
+    later = threading.Timer(0.5, lambda: path.write_text(json.dumps(holder)))
+    later.start()
+    with pytest.raises(LakehouseBusy, match="in use by run slow-writer .custseg run, pid 1 on"):
+        with pipeline_run.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
+            pass
+    later.join()
 
 
 def test_a_holder_on_another_host_is_never_taken(tmp_path):

@@ -14,6 +14,8 @@ import os
 import re
 import secrets
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -107,13 +109,19 @@ class _LocalFile:
         self.path = path
 
     def create(self, text: str) -> bool:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        """Write the text aside, then hard-link it into place: the lock appears whole or not
+        at all, so a run that loses the race never reads a half-written lock."""
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, aside = tempfile.mkstemp(dir=folder, prefix=".run.lock.")
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.link(aside, self.path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        finally:
+            os.remove(aside)
         return True
 
     def read(self) -> str | None:
@@ -197,13 +205,9 @@ def lakehouse_lock(
     for _ in range(3):
         if handle.create(text):
             break
-        raw = handle.read()
-        if raw is None:
+        holder = _read_holder(handle)
+        if holder is None:
             continue
-        try:
-            holder = json.loads(raw)
-        except ValueError:
-            holder = {}
         if _alive(holder) is False:
             notes.append(f"took over the lock of run {holder.get('run_id')} "
                          f"(pid {holder.get('pid')} is gone)")
@@ -223,6 +227,23 @@ def lakehouse_lock(
     finally:
         if _holder(handle.read()) == (run_id, pid):
             handle.delete()
+
+
+def _read_holder(handle: _LocalFile | _HadoopFile, wait: float = 2.0) -> dict | None:
+    """The lock's JSON; None when the lock is gone; {} when it stays unreadable for ``wait``
+    seconds (a store without atomic create shows the file before its text)."""
+    deadline = time.monotonic() + wait
+    while True:
+        raw = handle.read()
+        if raw is None:
+            return None
+        try:
+            holder = json.loads(raw)
+            return holder if isinstance(holder, dict) else {}
+        except ValueError:
+            if time.monotonic() >= deadline:
+                return {}
+            time.sleep(0.1)
 
 
 def _holder(raw: str | None) -> tuple[object, object] | None:
