@@ -78,6 +78,20 @@ def test_the_lock_is_linked_in_whole_and_leaves_nothing_aside(tmp_path):
         assert json.loads((folder / "run.lock").read_text())["run_id"] == "first"
 
 
+def test_a_mount_without_hard_links_still_locks(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run"):
+        with pytest.raises(LakehouseBusy, match="in use by run first"):
+            with pipeline_run.lakehouse_lock(str(tmp_path), "second", "custseg run"):
+                pass
+        folder = Path(pipeline_run.lock_path(str(tmp_path))).parent
+        assert [p.name for p in folder.iterdir()] == ["run.lock"]
+    assert not Path(pipeline_run.lock_path(str(tmp_path))).exists()
+
+
 def test_a_lock_still_being_written_is_read_once_whole(tmp_path):
     """A store without atomic create shows the file before its text: wait for the text."""
     path = _write_lock(tmp_path)

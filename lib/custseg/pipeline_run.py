@@ -120,6 +120,13 @@ class _LocalFile:
             os.link(aside, self.path)
         except FileExistsError:
             return False
+        except OSError:  # a mount without hard links: exclusive create, then the text
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
         finally:
             os.remove(aside)
         return True
