@@ -236,6 +236,15 @@ def lakehouse_lock(
             handle.delete()
 
 
+def _parse(raw: str | None) -> dict | None:
+    """A lock's text as a dict; None when absent, empty or not a JSON object."""
+    try:
+        held = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return held if isinstance(held, dict) else None
+
+
 def _read_holder(handle: _LocalFile | _HadoopFile, wait: float = 2.0) -> dict | None:
     """The lock's JSON; None when the lock is gone; {} when it stays unreadable for ``wait``
     seconds (a store without atomic create shows the file before its text)."""
@@ -244,22 +253,18 @@ def _read_holder(handle: _LocalFile | _HadoopFile, wait: float = 2.0) -> dict | 
         raw = handle.read()
         if raw is None:
             return None
-        try:
-            holder = json.loads(raw)
-            return holder if isinstance(holder, dict) else {}
-        except ValueError:
-            if time.monotonic() >= deadline:
-                return {}
-            time.sleep(0.1)
+        held = _parse(raw)
+        if held is not None:
+            return held
+        if time.monotonic() >= deadline:
+            return {}
+        time.sleep(0.1)  # bounded by ``wait``: the writer is between create and write
 
 
 def _holder(raw: str | None) -> tuple[object, object] | None:
     """(run id, pid) of a lock's text, None when absent or unreadable."""
-    try:
-        held = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return (held.get("run_id"), held.get("pid")) if isinstance(held, dict) else None
+    held = _parse(raw)
+    return (held.get("run_id"), held.get("pid")) if held is not None else None
 
 
 # ---- stages that already ran on the same inputs --------------------------------------------
