@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from custseg import lakehouse
+from custseg import refine as refine_module
 from custseg.ingest import ingest
 from custseg.refine import refine
 from tests.conftest import write_csv
@@ -205,6 +208,49 @@ def test_time_travel(spark, refined):
     counts = [spark.read.format("delta").option("versionAsOf", v).load(path).count()
               for v in writes]
     assert counts == [5, 7]
+
+
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_copies_found_through_the_hash_are_those_a_row_by_row_scan_finds(
+        spark, monkeypatch, broadcast):
+    if not broadcast:
+        monkeypatch.setattr(refine_module, "BROADCAST_ROWS_MAX", -1)
+    rng = random.Random(5)
+    rows = [(f"h{rng.randrange(40)}", f"file{f}", r) for f in (2, 1) for r in range(1, 151)]
+    earlier = ["h3", "h7"]
+    expected, seen = set(), set(earlier)
+    for h, f, r in sorted(rows, key=lambda x: (x[1], x[2])):
+        if h in seen:
+            expected.add((f, r))
+        seen.add(h)
+    batch = spark.createDataFrame(rows, "row_hash string, source_file string, source_row long")
+    copies, n = refine_module.duplicate_copies(
+        batch, spark.createDataFrame([(h,) for h in earlier], "row_hash string"))
+    try:
+        found = {(r["source_file"], r["source_row"]) for r in copies.collect()}
+    finally:
+        copies.unpersist()
+    assert (found, n) == (expected, len(expected))
+    assert len(expected) > 100
+
+
+def test_a_fact_written_with_row_hash_takes_rows_without_it(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "fct_invoices")
+    legacy = T.StructType(refine_module.FACT_SCHEMA.fields
+                          + [T.StructField("row_hash", T.StringType(), False)])
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(legacy).execute()
+    refine_module.ensure_fact_table(spark, path)
+    row = spark.createDataFrame(
+        [("1", "A", None, 1, 2.0, 2.0, dt.datetime(2011, 1, 1), 201101010000, 7, "UK",
+          "b", "f", 1)],
+        "invoice_no string, stock_code string, description string, quantity int, "
+        "unit_price double, total_price double, invoice_date timestamp, datetime_key long, "
+        "customer_id int, country string, batch_id string, source_file string, source_row long")
+    lakehouse.append_once(row, path, "legacy-test")
+    stored = lakehouse.read(spark, path).collect()
+    assert [(r["invoice_no"], r["row_hash"]) for r in stored] == [("1", None)]
 
 
 @pytest.fixture(scope="module")

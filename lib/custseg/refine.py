@@ -34,7 +34,9 @@ DIM_PRODUCT = "dim_product"
 DIM_DATETIME = "dim_datetime"
 
 ROUTE_FACT, ROUTE_CANCEL, ROUTE_QUARANTINE = "fact", "cancellation", "quarantine"
-LINEAGE = ["batch_id", "source_file", "source_row", "row_hash"]
+# Silver lineage leads back to the bronze row; only quarantine repeats its ``row_hash`` (to find
+# the row a duplicate copies), as 64 random hex characters would be most of the fact's bytes.
+LINEAGE = ["batch_id", "source_file", "source_row"]
 _INT_MAX = 2147483647
 
 
@@ -106,18 +108,58 @@ def parse_fields(bronze: DataFrame, cfg: Config) -> DataFrame:
     return df.withColumn("parse_reason", reason)
 
 
-def classify(batch: DataFrame, earlier_hashes: DataFrame | None, cfg: Config) -> DataFrame:
-    """Add ``route`` (fact, cancellation, quarantine) and ``reason`` to every bronze row."""
-    first = Window.partitionBy("row_hash").orderBy("source_file", "source_row")
-    df = batch.withColumn("_copy", F.row_number().over(first))
-    if earlier_hashes is not None:
-        seen = earlier_hashes.select("row_hash").distinct().withColumn("_seen", F.lit(True))
-        df = df.join(seen, "row_hash", "left")
+BROADCAST_ROWS_MAX = 2_000_000
+
+
+def _broadcast_if_small(df: DataFrame, rows: int) -> DataFrame:
+    return F.broadcast(df) if rows <= BROADCAST_ROWS_MAX else df
+
+
+def duplicate_copies(
+    batch: DataFrame, earlier_hashes: DataFrame | None
+) -> tuple[DataFrame, int]:
+    """``source_file``, ``source_row`` of the batch rows that copy an earlier row (one with the
+    same ``row_hash`` earlier in the batch, by file then row, or in an earlier batch), cached,
+    and how many there are. The caller unpersists them.
+
+    Found on narrow columns so the batch's full rows are never shuffled: a count of a 64-bit
+    hash of ``row_hash`` picks the few candidates, and only those are ranked on the exact hash.
+    """
+    keys = batch.select("row_hash", "source_file", "source_row",
+                        F.xxhash64("row_hash").alias("_h"))
+    repeated = keys.groupBy("_h").count().where(F.col("count") > 1).select("_h").persist()
+    try:
+        first = Window.partitionBy("row_hash").orderBy("source_file", "source_row")
+        copies = (keys.join(_broadcast_if_small(repeated, repeated.count()), "_h", "left_semi")
+                  .withColumn("_n", F.row_number().over(first))
+                  .where(F.col("_n") > 1).select("source_file", "source_row"))
+        if earlier_hashes is not None:
+            seen = (keys.join(earlier_hashes.select("row_hash"), "row_hash", "left_semi")
+                    .select("source_file", "source_row"))
+            copies = copies.unionByName(seen).distinct()
+        copies = copies.persist()
+        n = copies.count()
+    finally:
+        repeated.unpersist()
+    return copies, n
+
+
+def classify(batch: DataFrame, copies: DataFrame | None, cfg: Config,
+             broadcast_copies: bool = True) -> DataFrame:
+    """Add ``route`` (fact, cancellation, quarantine) and ``reason`` to every bronze row.
+
+    ``copies`` holds the rows to quarantine as duplicates (see ``duplicate_copies``); it is
+    broadcast to the batch unless ``broadcast_copies`` is off because it is large.
+    """
+    if copies is None:
+        df = batch.withColumn("_copy", F.lit(False))
     else:
-        df = df.withColumn("_seen", F.lit(None).cast("boolean"))
+        marks = copies.withColumn("_copy", F.lit(True))
+        df = batch.join(F.broadcast(marks) if broadcast_copies else marks,
+                        ["source_file", "source_row"], "left")
     df = parse_fields(df, cfg)
     prefix = cfg["refine"]["cancellation_prefix"].upper()
-    is_dup = (F.col("_copy") > 1) | F.coalesce(F.col("_seen"), F.lit(False))
+    is_dup = F.coalesce(F.col("_copy"), F.lit(False))
     is_cancel = F.upper(F.col("p_invoice_no")).startswith(prefix)
     not_sale = (F.col("p_quantity") <= 0) | (F.col("p_unit_price") <= 0)
     reason = (F.when(is_dup, F.lit("duplicate"))
@@ -127,7 +169,20 @@ def classify(batch: DataFrame, earlier_hashes: DataFrame | None, cfg: Config) ->
     route = (F.when(reason.isNotNull(), F.lit(ROUTE_QUARANTINE))
              .when(is_cancel, F.lit(ROUTE_CANCEL))
              .otherwise(F.lit(ROUTE_FACT)))
-    return df.withColumn("reason", reason).withColumn("route", route).drop("_copy", "_seen")
+    return df.withColumn("reason", reason).withColumn("route", route).drop("_copy")
+
+
+_QUARANTINE_ONLY = {*SOURCE_FIELDS, "row_hash"} - {"description", "country"}
+
+
+def routed_for_writes(classified: DataFrame) -> DataFrame:
+    """The classified rows as the three writes need them: the source text that only quarantine
+    keeps is null on other rows, so a cache of this holds each sale line once, parsed."""
+    kept = F.col("route") == ROUTE_QUARANTINE
+    return classified.select(*[
+        F.when(kept, F.col(c)).alias(c) if c in _QUARANTINE_ONLY else F.col(c)
+        for c in classified.columns if c != "parse_reason"
+    ])
 
 
 def datetime_key(ts: Column) -> Column:
@@ -168,7 +223,7 @@ def cancellation_rows(classified: DataFrame) -> DataFrame:
 def quarantine_rows(classified: DataFrame) -> DataFrame:
     """Quarantined rows as they were in bronze, with the reason."""
     return classified.where(F.col("route") == ROUTE_QUARANTINE).select(
-        *SOURCE_FIELDS, *LINEAGE, "reason",
+        *SOURCE_FIELDS, *LINEAGE, "row_hash", "reason",
     )
 
 
@@ -186,14 +241,21 @@ FACT_SCHEMA = T.StructType([
     T.StructField("batch_id", T.StringType(), False),
     T.StructField("source_file", T.StringType(), False),
     T.StructField("source_row", T.LongType(), False),
-    T.StructField("row_hash", T.StringType(), False),
     T.StructField("pipeline_run_id", T.StringType(), True),
 ])
 
 
 def ensure_fact_table(spark: SparkSession, path: str) -> None:
-    """Create the fact table with not-null keys and CHECK constraints when absent."""
+    """Create the fact table with not-null keys and CHECK constraints when absent.
+
+    A fact written before silver dropped ``row_hash`` keeps the column, made nullable so new
+    rows can leave it out.
+    """
     if lakehouse.exists(spark, path):
+        legacy = [f for f in lakehouse.read(spark, path).schema.fields
+                  if f.name == "row_hash" and not f.nullable]
+        if legacy:
+            spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN row_hash DROP NOT NULL")
         return
     (DeltaTable.createIfNotExists(spark).location(path).addColumns(FACT_SCHEMA)
      .property("delta.feature.checkConstraints", "supported").execute())
@@ -231,7 +293,11 @@ def refine_batch(
     batch = bronze.where(F.col("batch_id") == batch_id).drop("source_sha256", "ingested_at")
     earlier_hashes = (bronze.where(F.col("batch_id").isin(earlier)).select("row_hash")
                       if earlier else None)
-    classified = classify(batch, earlier_hashes, cfg).persist()
+    copies, n_copies = duplicate_copies(batch, earlier_hashes)
+    # routed once and cached: a filter on the route pushed down into the parse would repeat it
+    classified = routed_for_writes(classify(
+        batch, copies if n_copies else None, cfg,
+        broadcast_copies=n_copies <= BROADCAST_ROWS_MAX)).persist()
     try:
         app_id = f"custseg-refine-{batch_id}"
         fact_path = lakehouse.table_path(root, "silver", FACT)
@@ -245,9 +311,10 @@ def refine_batch(
         by_reason = {r["reason"]: r["count"] for r in
                      classified.where(F.col("route") == ROUTE_QUARANTINE)
                      .groupBy("reason").count().collect()}
-        bronze_rows = classified.count()
     finally:
         classified.unpersist()
+        copies.unpersist()
+    bronze_rows = batch.count()
     counts = BatchCounts(
         bronze=bronze_rows,
         fact=_count_batch(spark, fact_path, batch_id),
