@@ -99,10 +99,17 @@ def fit_btyd(summary: DataFrame) -> tuple[BtydFits, DataFrame]:
     return BtydFits(fits["bgnbd"], fits["paretonbd"], gg, population), keys
 
 
-def btyd_features(spark: SparkSession, summary: DataFrame, horizon_days: int
-                  ) -> tuple[DataFrame, BtydFits]:
+def btyd_features(spark: SparkSession, summary: DataFrame, horizon_days: int,
+                  cached: list[DataFrame] | None = None) -> tuple[DataFrame, BtydFits]:
     """``summary`` plus expected purchases in the horizon and P(alive) under both purchase
-    models, the Gamma-Gamma expected spend per purchase, and the two probabilistic spends."""
+    models, the Gamma-Gamma expected spend per purchase, and the two probabilistic spends.
+
+    ``summary`` is read three times (two fits' aggregates and the join); given ``cached``, it
+    is cached and added to that list, for the caller to unpersist once it has used the result.
+    """
+    if cached is not None:
+        summary = summary.persist()
+        cached.append(summary)
     fits, keys = fit_btyd(summary)
     x, t_x, age = (keys[c].to_numpy(float) for c in _KEY)
     out = keys[_KEY].copy()
@@ -150,12 +157,13 @@ def tier_of(spend: Column, cuts: dict) -> Column:
 
 
 def features_at(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
-                as_of: dt.date, cfg: Config) -> tuple[DataFrame, BtydFits]:
+                as_of: dt.date, cfg: Config, cached: list[DataFrame] | None = None
+                ) -> tuple[DataFrame, BtydFits]:
     """Model features per customer from transactions strictly before ``as_of``, plus the
-    baseline predictions for the horizon that starts there."""
+    baseline predictions for the horizon that starts there (``cached``: see btyd_features)."""
     horizon = cfg["clv"]["horizon_days"]
     rfm = customer_features(fact, cancellations, as_of, cfg["segment"]["windows_days"])
-    summary, fits = btyd_features(spark, purchase_summary(fact, as_of), horizon)
+    summary, fits = btyd_features(spark, purchase_summary(fact, as_of), horizon, cached)
     joined = rfm.join(summary, "customer_id")
     return with_simple_baselines(joined, horizon), fits
 
@@ -186,11 +194,12 @@ def with_simple_baselines(features: DataFrame, horizon_days: int) -> DataFrame:
 
 
 def examples(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
-             cutoff: dt.date, cfg: Config) -> tuple[DataFrame, BtydFits]:
+             cutoff: dt.date, cfg: Config, cached: list[DataFrame] | None = None
+             ) -> tuple[DataFrame, BtydFits]:
     """Features before ``cutoff`` and the spend and tier in the horizon after it (0 and Low
-    for customers who buy nothing)."""
+    for customers who buy nothing; ``cached``: see btyd_features)."""
     clv = cfg["clv"]
-    feats, fits = features_at(spark, fact, cancellations, cutoff, cfg)
+    feats, fits = features_at(spark, fact, cancellations, cutoff, cfg, cached)
     label = spend_in(fact, cutoff, clv["horizon_days"])
     out = (feats.join(label, "customer_id", "left")
            .withColumn("actual_spend", F.coalesce(F.col("actual_spend"), F.lit(0.0))))

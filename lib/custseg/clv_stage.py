@@ -140,11 +140,13 @@ def _train(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
            ) -> tuple[PipelineModel, PipelineModel, int]:
     """Fit the spend and tier models on examples stacked over the training cutoffs."""
     train = None
+    cached: list[DataFrame] = []
     for cutoff in cutoffs:
-        part, _ = examples(spark, fact, cancellations, cutoff, cfg)
+        part, _ = examples(spark, fact, cancellations, cutoff, cfg, cached)
         train = part if train is None else train.unionByName(part)
     train = train.persist()
     n_train = train.count()
+    _release(cached)
     if n_train < 10:
         train.unpersist()
         raise InputError(f"clv: only {n_train} training customers before {cutoffs[0]}")
@@ -159,6 +161,12 @@ def _train(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
     summary.notes.append(f"training examples {n_train:,}" + (
         f" (fitted on a {cap:,}-row sample)" if n_train > cap else ""))
     return spend_model, tier_model, n_train
+
+
+def _release(cached: list[DataFrame]) -> None:
+    for df in cached:
+        df.unpersist()
+    cached.clear()
 
 
 def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
@@ -232,9 +240,11 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     else:
         spend_model, tier_model, n_train = _train(spark, fact, cancellations, cutoffs, cfg,
                                                   summary)
-    evaluated, eval_fits = examples(spark, fact, cancellations, evaluation, cfg)
+    cached: list[DataFrame] = []
+    evaluated, eval_fits = examples(spark, fact, cancellations, evaluation, cfg, cached)
     evaluated = evaluated.persist()
     n_eval = evaluated.count()
+    _release(cached)
     summary.rows_in = n_eval
 
     with mlflow.start_run(run_name=f"clv {T} h{h}" + (" backtest" if backtest else ""),
@@ -347,7 +357,7 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
         if backtest:
             current_features = evaluated
         else:
-            current_features, fits = features_at(spark, fact, cancellations, T, cfg)
+            current_features, fits = features_at(spark, fact, cancellations, T, cfg, cached)
             _log_fits(fits, "scoring_")
         final = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
         import mlflow.spark
@@ -372,6 +382,7 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
         pred_path = lakehouse.table_path(root, "gold", CLV_PREDICTIONS)
         replace_as_of_horizon(predictions, pred_path, T, h)
         evaluated.unpersist()
+        _release(cached)
         written = lakehouse.read(spark, pred_path).where(
             (F.col("as_of") == F.lit(T)) & (F.col("horizon_days") == h))
         tiers = {r["predicted_tier"]: r["count"]
