@@ -144,18 +144,15 @@ def duplicate_copies(
     return copies, n
 
 
-def classify(batch: DataFrame, copies: DataFrame | None, cfg: Config,
-             broadcast_copies: bool = True) -> DataFrame:
+def classify(batch: DataFrame, copies: DataFrame | None, cfg: Config) -> DataFrame:
     """Add ``route`` (fact, cancellation, quarantine) and ``reason`` to every bronze row.
 
-    ``copies`` holds the rows to quarantine as duplicates (see ``duplicate_copies``); it is
-    broadcast to the batch unless ``broadcast_copies`` is off because it is large.
+    ``copies`` holds the rows to quarantine as duplicates (see ``duplicate_copies``).
     """
     if copies is None:
         df = batch.withColumn("_copy", F.lit(False))
     else:
-        marks = copies.withColumn("_copy", F.lit(True))
-        df = batch.join(F.broadcast(marks) if broadcast_copies else marks,
+        df = batch.join(copies.withColumn("_copy", F.lit(True)),
                         ["source_file", "source_row"], "left")
     df = parse_fields(df, cfg)
     prefix = cfg["refine"]["cancellation_prefix"].upper()
@@ -296,8 +293,7 @@ def refine_batch(
     copies, n_copies = duplicate_copies(batch, earlier_hashes)
     # routed once and cached: a filter on the route pushed down into the parse would repeat it
     classified = routed_for_writes(classify(
-        batch, copies if n_copies else None, cfg,
-        broadcast_copies=n_copies <= BROADCAST_ROWS_MAX)).persist()
+        batch, _broadcast_if_small(copies, n_copies) if n_copies else None, cfg)).persist()
     try:
         app_id = f"custseg-refine-{batch_id}"
         fact_path = lakehouse.table_path(root, "silver", FACT)
