@@ -202,3 +202,13 @@ def test_calibration_map_is_linear_between_knots_and_keeps_order(spark):
     want = [10.0 * np.exp(-1.0), 20.0, 30.0, 30.0, 30.0 * np.e]
     assert got == pytest.approx(want, abs=1e-6)
     assert got[2] < got[3]  # the flat stretch keeps the model's order
+
+
+def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):
+    from custseg.quantiles import even_cuts
+
+    df = spark.createDataFrame([(float(x * x % 97),) for x in range(500)], "v double")
+    for parts in (4, 10, 1000):
+        listed = [i / parts for i in range(1, parts)]
+        expected = df.agg(F.percentile_approx("v", listed, 5000)).first()[0]
+        assert df.agg(even_cuts(F.col("v"), parts, 5000)).first()[0] == expected

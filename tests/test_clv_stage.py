@@ -163,3 +163,20 @@ def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scor
               if line.startswith(SPEND_MODEL)]
     assert len(listed) == 2
     assert [line for line in listed if "champion" in line][0].split()[1] == f"v{other}"
+
+
+def test_registered_models_pin_the_running_spark_and_mlflow(lake, runs):
+    """The requirements are given, not inferred (inference imports the model in a subprocess),
+    and still pin what is running."""
+    from pathlib import Path
+
+    import mlflow
+    import mlflow.pyfunc
+    import pyspark
+
+    tracking.configure(lake["root"], lake["cfg"])
+    for name in (SPEND_MODEL, TIER_MODEL):
+        path = mlflow.pyfunc.get_model_dependencies(f"models:/{name}@{tracking.CHAMPION}")
+        pins = Path(path).read_text().split()
+        assert f"pyspark=={pyspark.__version__}" in pins
+        assert f"mlflow=={mlflow.__version__}" in pins

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from custseg.clv import TIERS
+from custseg.quantiles import even_cuts
 
 BUCKETS = 1000
 
@@ -46,8 +47,7 @@ class TierMetrics:
 def _buckets(df: DataFrame, score: str, actual: str, predicted: str, buckets: int
              ) -> list[tuple[int, float, float]]:
     """(customers, sum actual, sum predicted) per score bucket, highest score first."""
-    probs = [i / buckets for i in range(1, buckets)]
-    cuts = df.agg(F.percentile_approx(F.col(score).cast("double"), probs, 10 * buckets)).first()[0]
+    cuts = df.agg(even_cuts(F.col(score).cast("double"), buckets, 10 * buckets)).first()[0]
     splits = [float("-inf"), *sorted(set(cuts)), float("inf")]
     bucketed = Bucketizer(splits=splits, inputCol="_score", outputCol="_bucket",
                           handleInvalid="keep").transform(

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from custseg import btyd
 from custseg.config import Config
+from custseg.quantiles import even_cuts
 from custseg.rfm import customer_features
 
 TIERS = ("Low", "Mid", "High")
@@ -278,8 +279,7 @@ def fit_spend_model(train: DataFrame, cfg: Config, bins: int, knots: int = 20) -
         labelCol="log_spend", predictionCol="log_prediction", **_gbt_params(cfg, bins))])
     fitted = pipe.fit(data)
     scored = fitted.transform(data).select("log_prediction", "actual_spend")
-    probs = [i / knots for i in range(1, knots)]
-    cuts = scored.agg(F.percentile_approx("log_prediction", probs, 10_000)).first()[0]
+    cuts = scored.agg(even_cuts(F.col("log_prediction"), knots, 10_000)).first()[0]
     bucketed = Bucketizer(splits=[float("-inf"), *sorted(set(cuts)), float("inf")],
                           inputCol="log_prediction", outputCol="_knot").transform(scored)
     rows = sorted(bucketed.groupBy("_knot").agg(

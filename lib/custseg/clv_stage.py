@@ -118,10 +118,9 @@ def _log_fits(fits: BtydFits, prefix: str) -> None:
 
 
 def _register(model: PipelineModel, name: str, tags: dict) -> str:
-    import mlflow.spark
     from mlflow import MlflowClient
 
-    info = mlflow.spark.log_model(model, artifact_path=name, registered_model_name=name)
+    info = tracking.log_spark_model(model, artifact_path=name, registered_model_name=name)
     version = str(info.registered_model_version)
     client = MlflowClient()
     for k, v in tags.items():

@@ -14,6 +14,8 @@ from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from custseg.quantiles import even_cuts
+
 NEW = "(new)"
 GONE = "(gone)"
 PSI_FLOOR = 1e-4  # a bin empty on one side would make PSI infinite
@@ -66,8 +68,7 @@ def psi(expected: DataFrame, actual: DataFrame, column: str, bins: int = 10) -> 
     Bins are the quantiles of ``expected`` (``percentile_approx``; tied cut points merge), p
     and q the shares of each population per bin, floored at 1e-4.
     """
-    probs = [i / bins for i in range(1, bins)]
-    cuts = expected.select(F.percentile_approx(F.col(column).cast("double"), probs, 10000)
+    cuts = expected.select(even_cuts(F.col(column).cast("double"), bins, 10000)
                            .alias("q")).first()["q"]
     edges = sorted({float(c) for c in cuts or []})
     splits = [-math.inf, *edges, math.inf]

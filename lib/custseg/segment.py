@@ -178,8 +178,8 @@ def segment(
             replace_as_of(selection_table(spark, sweep, date),
                           lakehouse.table_path(root, "gold", CLUSTER_SELECTION), date)
             summary.rows_out["gold/cluster_selection"] = len(sweep.wcss)
-            info = mlflow.spark.log_model(model, artifact_path="model",
-                                          registered_model_name=MODEL_NAME)
+            info = tracking.log_spark_model(model, artifact_path="model",
+                                            registered_model_name=MODEL_NAME)
             version = info.registered_model_version
             tracking.set_version_tag(MODEL_NAME, version, FINGERPRINT, fingerprint)
             tracking.set_champion(MODEL_NAME, version)

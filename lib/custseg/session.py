@@ -14,10 +14,22 @@ DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
-# A partitioned write (bronze by batch, history by date) sorts each task's rows by the
-# partition value first unless it may keep a few files open at once; with one value per task,
-# as here, that sort of the full rows is pure cost (it spilled 12 GB at 27M lines).
-SQL_DEFAULTS = {"spark.sql.maxConcurrentOutputFileWriters": "4"}
+SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
+
+
+def sql_defaults(sc: dict) -> dict[str, str]:
+    """Settings custseg applies unless the user has set them.
+
+    - A partitioned write (bronze by batch, history by date) sorts each task's rows by the
+      partition value first unless it may keep a few files open at once; with one value per
+      task, as here, that sort of the full rows is pure cost (it spilled 12 GB at 27M lines).
+    - Delta replays a table's log in 50 tasks, sized for tables of 100,000s of files; ours hold
+      hundreds, and every read and commit paid for 50 near-empty tasks (120 of the 400 s a
+      small pipeline run took). The shuffle partitions are the configured measure of the
+      cluster's parallelism.
+    """
+    return {"spark.sql.maxConcurrentOutputFileWriters": "4",
+            SNAPSHOT_PARTITIONS: str(sc["shuffle_partitions"])}
 
 
 def _launched_by_spark_submit() -> bool:
@@ -36,7 +48,7 @@ def build_spark(cfg: Config) -> SparkSession:
         spark = SparkSession.builder.appName(sc["app_name"]).getOrCreate()
         spark.conf.set("spark.sql.shuffle.partitions", str(sc["shuffle_partitions"]))
         spark.conf.set("spark.sql.session.timeZone", "UTC")
-        for key, value in SQL_DEFAULTS.items():
+        for key, value in sql_defaults(sc).items():
             if spark.conf.get(key, None) is None:
                 spark.conf.set(key, value)
         return spark
@@ -54,7 +66,7 @@ def build_spark(cfg: Config) -> SparkSession:
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
     )
-    for key, value in {**DELTA_CONF, **SQL_DEFAULTS}.items():
+    for key, value in {**DELTA_CONF, **sql_defaults(sc)}.items():
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
