@@ -77,3 +77,27 @@ def test_sweep_on_a_sample_fits_the_chosen_k_on_everyone(spark):
     _, again = fit_clusters(features.repartition(5, F.rand(9)), cfg)
     assert again.swept_on == sweep.swept_on
     assert again.wcss == pytest.approx(sweep.wcss, rel=1e-9)
+
+
+def test_kmeans_input_has_a_partition_per_hundred_thousand_rows_up_to_the_shuffle(spark):
+    from custseg.clusters import kmeans_input
+
+    points = spark.range(50).withColumnRenamed("id", "customer_id")
+    spark.conf.set("spark.sql.shuffle.partitions", "8")
+    try:
+        sizes = {rows: kmeans_input(points, rows).rdd.getNumPartitions()
+                 for rows in (50, 100_000, 100_001, 350_000, 5_000_000)}
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "2")
+    assert sizes == {50: 1, 100_000: 1, 100_001: 2, 350_000: 4, 5_000_000: 8}
+
+
+def test_the_sweep_leaves_nothing_cached(spark):
+    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=3",
+                                 "cluster.sweep_sample=150"])
+    features = _features(spark).cache()
+    features.count()
+    before = spark.sparkContext._jsc.getPersistentRDDs().size()
+    fit_clusters(features, cfg)
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == before
+    features.unpersist()
