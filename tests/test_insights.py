@@ -11,7 +11,14 @@ import pytest
 
 from custseg.dashboard import kpis
 from custseg.drift import psi, segment_migration, segment_shares
-from custseg.report import country_activity, purchase_nature
+from custseg.report import (
+    country_activity,
+    invoice_totals,
+    purchase_nature,
+    report_country_customers,
+    report_transactions,
+    report_year_invoices,
+)
 
 FACT = "invoice_no string, customer_id int, country string, quantity int, total_price double, " \
        "invoice_date timestamp"
@@ -39,7 +46,8 @@ def fact(spark):
 
 
 def test_purchase_nature_classes_by_units_per_order(fact):
-    rows = {r["purchase_class"]: r.asDict() for r in purchase_nature(fact, 100, 1000).collect()}
+    rows = {r["purchase_class"]: r.asDict()
+            for r in purchase_nature(invoice_totals(fact), 100, 1000).collect()}
     assert list(rows) and set(rows) == {"personal", "bulk", "reseller"}
     p, b, r = rows["personal"], rows["bulk"], rows["reseller"]
     # personal: A (100.0), E (10.0), F (50.0); customers 1 and 2 (E anonymous)
@@ -57,15 +65,34 @@ def test_purchase_nature_classes_by_units_per_order(fact):
 
 def test_purchase_nature_keeps_empty_classes(spark, fact):
     rows = {r["purchase_class"]: r for r in purchase_nature(
-        fact.where("invoice_no = 'A'"), 100, 1000).collect()}
+        invoice_totals(fact.where("invoice_no = 'A'")), 100, 1000).collect()}
     assert rows["reseller"]["orders"] == 0 and rows["reseller"]["revenue"] == 0.0
     assert rows["personal"]["share_revenue"] == pytest.approx(1.0)
 
 
+def test_reports_from_invoice_totals_count_an_invoice_across_midnight_by_its_lines(spark, fact):
+    late = [("G", 4, "UK", 2, 7.0, dt.datetime(2011, 1, 31, 23, 59)),
+            ("G", 4, "UK", 3, 8.0, dt.datetime(2011, 2, 1, 0, 1))]
+    totals = invoice_totals(fact.unionByName(spark.createDataFrame(late, FACT)))
+    months = {(r["year"], r["month"]): (r["invoices"], r["revenue"])
+              for r in report_year_invoices(totals).collect()}
+    assert months == {(2011, 1): (2, pytest.approx(107.0)), (2011, 2): (1, pytest.approx(8.0)),
+                      (2011, 5): (1, 200.0), (2011, 8): (1, 500.0), (2011, 11): (1, 1500.0),
+                      (2011, 12): (2, pytest.approx(60.0))}
+    g = report_transactions(totals).where("invoice_no = 'G'").first()
+    assert (g["invoice_date"], g["customer_id"], g["lines"], g["items"]) == (
+        dt.datetime(2011, 1, 31, 23, 59), 4, 2, 5)
+    assert g["sales"] == pytest.approx(15.0)
+    countries = {r["country"]: (r["customers"], r["invoices"], r["revenue"])
+                 for r in report_country_customers(totals).collect()}
+    assert countries == {"UK": (2, 4, pytest.approx(325.0)),
+                         "France": (2, 3, pytest.approx(2050.0))}
+
 def test_country_activity_growth_windows(fact):
     # period end 2011-12-10 12:00; 3 months: recent after 2011-09-10 12:00,
     # previous after 2011-06-10 12:00
-    rows = {r["country"]: r.asDict() for r in country_activity(fact, 3).collect()}
+    rows = {r["country"]: r.asDict()
+            for r in country_activity(invoice_totals(fact), 3).collect()}
     uk, fr = rows["UK"], rows["France"]
     assert (uk["customers"], uk["orders"]) == (1, 3)
     assert uk["revenue"] == pytest.approx(310.0)

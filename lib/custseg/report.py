@@ -24,15 +24,29 @@ def latest_segments(rfm: DataFrame) -> DataFrame:
         "value_tier")
 
 
+def invoice_totals(fact: DataFrame) -> DataFrame:
+    """Lines, items and sales per invoice, customer, country and timestamp.
+
+    The grain every invoice, customer, country and month report is built from: about a fifth
+    of the lines of generated data, aggregated from the fact once instead of once per report.
+    """
+    return fact.groupBy("invoice_no", "customer_id", "country", "invoice_date").agg(
+        F.count("*").alias("lines"),
+        F.sum("quantity").alias("items"),
+        F.sum("total_price").alias("sales"),
+    )
+
+
 def report_customers(
-    fact: DataFrame, customers: DataFrame, rfm: DataFrame | None = None
+    totals: DataFrame, customers: DataFrame, rfm: DataFrame | None = None
 ) -> DataFrame:
-    """Per identified customer: country, orders, items, total purchase, first and last purchase,
-    and (once segmented) the latest RFM score, segment and value tier."""
-    agg = (fact.where(F.col("customer_id").isNotNull()).groupBy("customer_id").agg(
+    """Per identified customer (from ``invoice_totals``): country, orders, items, total
+    purchase, first and last purchase, and (once segmented) the latest RFM score, segment and
+    value tier."""
+    agg = (totals.where(F.col("customer_id").isNotNull()).groupBy("customer_id").agg(
         F.countDistinct("invoice_no").alias("orders"),
-        F.sum("quantity").cast("long").alias("items"),
-        F.sum("total_price").alias("total_purchase"),
+        F.sum("items").cast("long").alias("items"),
+        F.sum("sales").alias("total_purchase"),
         F.min("invoice_date").alias("first_purchase"),
         F.max("invoice_date").alias("last_purchase"),
     ))
@@ -56,24 +70,25 @@ def report_sales(fact: DataFrame, products: DataFrame, datetimes: DataFrame) -> 
                     "is_non_product", "quantity", "unit_price", "total_price"))
 
 
-def report_transactions(fact: DataFrame) -> DataFrame:
-    """Per invoice: date, customer, country, lines, items and sales."""
-    return fact.groupBy("invoice_no").agg(
+def report_transactions(totals: DataFrame) -> DataFrame:
+    """Per invoice (from ``invoice_totals``): date, customer, country, lines, items and sales."""
+    return totals.groupBy("invoice_no").agg(
         F.min("invoice_date").alias("invoice_date"),
         F.first("customer_id", ignorenulls=True).alias("customer_id"),
         F.first("country", ignorenulls=True).alias("country"),
-        F.count("*").alias("lines"),
-        F.sum("quantity").cast("long").alias("items"),
-        F.sum("total_price").alias("sales"),
+        F.sum("lines").alias("lines"),
+        F.sum("items").cast("long").alias("items"),
+        F.sum("sales").alias("sales"),
     )
 
 
-def report_country_customers(fact: DataFrame) -> DataFrame:
-    """Per country: identified customers, invoices and revenue (anonymous lines included)."""
-    return fact.groupBy("country").agg(
+def report_country_customers(totals: DataFrame) -> DataFrame:
+    """Per country (from ``invoice_totals``): identified customers, invoices and revenue
+    (anonymous lines included)."""
+    return totals.groupBy("country").agg(
         F.countDistinct("customer_id").alias("customers"),
         F.countDistinct("invoice_no").alias("invoices"),
-        F.sum("total_price").alias("revenue"),
+        F.sum("sales").alias("revenue"),
     )
 
 
@@ -88,12 +103,12 @@ def report_product_invoices(fact: DataFrame, products: DataFrame) -> DataFrame:
         "stock_code", "description", "is_non_product", "invoices", "quantity", "revenue")
 
 
-def report_year_invoices(fact: DataFrame) -> DataFrame:
-    """Per year and month: invoices and revenue."""
-    return (fact.groupBy(F.year("invoice_date").alias("year"),
-                         F.month("invoice_date").alias("month"))
+def report_year_invoices(totals: DataFrame) -> DataFrame:
+    """Per year and month (from ``invoice_totals``): invoices and revenue."""
+    return (totals.groupBy(F.year("invoice_date").alias("year"),
+                           F.month("invoice_date").alias("month"))
             .agg(F.countDistinct("invoice_no").alias("invoices"),
-                 F.sum("total_price").alias("revenue")))
+                 F.sum("sales").alias("revenue")))
 
 
 PURCHASE_CLASSES = ("personal", "bulk", "reseller")
@@ -105,15 +120,17 @@ def purchase_class(items: Column, bulk_min_items: int, reseller_min_items: int) 
             .when(items >= bulk_min_items, "bulk").otherwise("personal"))
 
 
-def purchase_nature(fact: DataFrame, bulk_min_items: int, reseller_min_items: int) -> DataFrame:
-    """Per purchase class: orders, customers placing them, items, revenue and their shares.
+def purchase_nature(totals: DataFrame, bulk_min_items: int, reseller_min_items: int
+                    ) -> DataFrame:
+    """Per purchase class (from ``invoice_totals``): orders, customers placing them, items,
+    revenue and their shares.
 
     Orders are invoices; a customer who places orders of two classes counts in both.
     """
-    orders = fact.groupBy("invoice_no").agg(
+    orders = totals.groupBy("invoice_no").agg(
         F.first("customer_id", ignorenulls=True).alias("customer_id"),
-        F.sum("quantity").cast("long").alias("items"),
-        F.sum("total_price").alias("revenue"),
+        F.sum("items").cast("long").alias("items"),
+        F.sum("sales").alias("revenue"),
     ).withColumn("purchase_class",
                  purchase_class(F.col("items"), bulk_min_items, reseller_min_items))
     per_class = orders.groupBy("purchase_class").agg(
@@ -141,16 +158,17 @@ def purchase_nature(fact: DataFrame, bulk_min_items: int, reseller_min_items: in
                     (F.col("revenue") / F.col("orders")).alias("average_order_value")))
 
 
-def country_activity(fact: DataFrame, growth_months: int) -> DataFrame:
-    """Per country: customers, orders, revenue, revenue per customer and growth.
+def country_activity(totals: DataFrame, growth_months: int) -> DataFrame:
+    """Per country (from ``invoice_totals``): customers, orders, revenue, revenue per customer
+    and growth.
 
     Growth compares the last ``growth_months`` months up to the last invoice with the
     ``growth_months`` before them (revenue and active customers); null where the earlier
     period had none. Revenue includes anonymous lines; revenue per customer uses only the
     identified customers' revenue.
     """
-    end = fact.agg(F.max("invoice_date").alias("period_end"))
-    lines = fact.crossJoin(F.broadcast(end)).withColumn(
+    end = totals.agg(F.max("invoice_date").alias("period_end"))
+    lines = totals.crossJoin(F.broadcast(end)).withColumn(
         "_period",
         F.when(F.col("invoice_date") > F.add_months("period_end", -growth_months), "recent")
         .when(F.col("invoice_date") > F.add_months("period_end", -2 * growth_months),
@@ -163,11 +181,11 @@ def country_activity(fact: DataFrame, growth_months: int) -> DataFrame:
     agg = lines.groupBy("country").agg(
         F.countDistinct("customer_id").alias("customers"),
         F.countDistinct("invoice_no").alias("orders"),
-        F.sum("total_price").alias("revenue"),
-        F.sum(F.when(known, F.col("total_price"))).alias("_customer_revenue"),
-        F.coalesce(F.sum(in_period("recent", F.col("total_price"))), F.lit(0.0))
+        F.sum("sales").alias("revenue"),
+        F.sum(F.when(known, F.col("sales"))).alias("_customer_revenue"),
+        F.coalesce(F.sum(in_period("recent", F.col("sales"))), F.lit(0.0))
         .alias("revenue_recent"),
-        F.coalesce(F.sum(in_period("previous", F.col("total_price"))), F.lit(0.0))
+        F.coalesce(F.sum(in_period("previous", F.col("sales"))), F.lit(0.0))
         .alias("revenue_previous"),
         F.countDistinct(in_period("recent", F.col("customer_id"))).alias("customers_recent"),
         F.countDistinct(in_period("previous", F.col("customer_id")))
@@ -205,7 +223,7 @@ def _inputs(spark: SparkSession, root: str) -> dict[str, str]:
     return silver
 
 
-def _reports(spark: SparkSession, paths: dict[str, str], cfg: Config
+def _reports(spark: SparkSession, paths: dict[str, str], cfg: Config, totals: DataFrame
              ) -> dict[str, tuple[list[str], Callable]]:
     t = {name: lakehouse.read(spark, path) for name, path in paths.items()}
     rep = cfg["report"]
@@ -214,18 +232,18 @@ def _reports(spark: SparkSession, paths: dict[str, str], cfg: Config
     customer_inputs = [FACT, DIM_CUSTOMER] + (["rfm_segments"] if "rfm_segments" in t else [])
     return {
         "report_customers": (customer_inputs, lambda: report_customers(
-            fact, t[DIM_CUSTOMER], t.get("rfm_segments"))),
+            totals, t[DIM_CUSTOMER], t.get("rfm_segments"))),
         "report_sales": ([FACT, DIM_PRODUCT, DIM_DATETIME],
                          lambda: report_sales(fact, products, t[DIM_DATETIME])),
-        "report_transactions": ([FACT], lambda: report_transactions(fact)),
-        "report_country_customers": ([FACT], lambda: report_country_customers(fact)),
+        "report_transactions": ([FACT], lambda: report_transactions(totals)),
+        "report_country_customers": ([FACT], lambda: report_country_customers(totals)),
         "report_product_invoices": ([FACT, DIM_PRODUCT],
                                     lambda: report_product_invoices(fact, products)),
-        "report_year_invoices": ([FACT], lambda: report_year_invoices(fact)),
+        "report_year_invoices": ([FACT], lambda: report_year_invoices(totals)),
         "purchase_nature": ([FACT, _setting("purchase_nature", nature)], lambda: purchase_nature(
-            fact, nature["bulk_min_items"], nature["reseller_min_items"])),
+            totals, nature["bulk_min_items"], nature["reseller_min_items"])),
         "country_activity": ([FACT, _setting("growth_months", rep["growth_months"])],
-                             lambda: country_activity(fact, rep["growth_months"])),
+                             lambda: country_activity(totals, rep["growth_months"])),
     }
 
 
@@ -250,7 +268,8 @@ def _build(spark: SparkSession, root: str, name: str, inputs: list[str], build: 
 def refresh_customer_report(spark: SparkSession, root: str) -> int:
     """Rebuild gold/report_customers (after segmenting) and return its row count."""
     paths = _inputs(spark, root)
-    inputs, build = _reports(spark, paths, load_config())["report_customers"]
+    totals = invoice_totals(lakehouse.read(spark, paths[FACT]))
+    inputs, build = _reports(spark, paths, load_config(), totals)["report_customers"]
     _build(spark, root, "report_customers", inputs, build, paths)
     return lakehouse.read(spark, lakehouse.table_path(root, "gold", "report_customers")).count()
 
@@ -261,13 +280,16 @@ def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSu
     summary = StageSummary("report")
     paths = _inputs(spark, root)
     summary.rows_in = lakehouse.read(spark, paths[FACT]).count()
-    reports = _reports(spark, paths, cfg or load_config())
+    # Read by six reports: cached on first use (not at all when none is rebuilt).
+    totals = invoice_totals(lakehouse.read(spark, paths[FACT])).persist()
+    reports = _reports(spark, paths, cfg or load_config(), totals)
     unchanged = 0
     for name, (inputs, build) in reports.items():
         if not _build(spark, root, name, inputs, build, paths):
             unchanged += 1
         summary.rows_out[f"gold/{name}"] = lakehouse.read(
             spark, lakehouse.table_path(root, "gold", name)).count()
+    totals.unpersist()
     if unchanged == len(reports):
         summary.notes.append("inputs unchanged since the last report; gold left as it was")
     summary.seconds = time.time() - start
