@@ -330,3 +330,28 @@ def test_report_rebuilds_only_what_a_setting_changes(spark, reported):
     classes = {r["purchase_class"]: r["min_items"] for r in _gold(spark, root, "purchase_nature")
                .collect()}
     assert classes == {"personal": 0, "bulk": 5, "reseller": 1000}
+
+
+def _file_stats(path):
+    import json
+    from pathlib import Path
+
+    stats = []
+    for log in sorted(Path(path, "_delta_log").glob("*.json")):
+        for line in log.read_text().splitlines():
+            add = json.loads(line).get("add")
+            if add and add.get("stats"):
+                stats.append(json.loads(add["stats"]))
+    return stats
+
+
+def test_bronze_keeps_row_counts_and_the_fact_min_max_only_on_its_filter_columns(
+        spark, refined):
+    bronze = lakehouse.table_path(refined["root"], "bronze", "raw_invoices")
+    fact = lakehouse.table_path(refined["root"], "silver", "fct_invoices")
+    bronze_stats, fact_stats = _file_stats(bronze), _file_stats(fact)
+    assert sum(s["numRecords"] for s in bronze_stats) == lakehouse.read(spark, bronze).count()
+    assert all(not s.get("minValues") for s in bronze_stats)
+    assert sum(s["numRecords"] for s in fact_stats) == lakehouse.read(spark, fact).count()
+    assert {k for s in fact_stats for k in s["minValues"]} == {"invoice_date", "customer_id"}
+    assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None

@@ -87,9 +87,34 @@ def described(spark: SparkSession, text: str) -> Iterator[None]:
         sc.setJobDescription(before)  # type: ignore[arg-type]
 
 
+STATS_DEFAULT = "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols"
+
+
+@contextmanager
+def _new_tables_without_column_stats(spark: SparkSession) -> Iterator[None]:
+    """Tables created inside the block keep row counts but no per-column min/max.
+
+    Delta computes the min and max of the first 32 columns of every row it writes: a third of
+    the time of writing bronze at 10x (19.9 s against 14.8 s without). Our reads select by
+    partition (batch, as-of date), which needs none; the fact keeps stats on the columns it is
+    filtered by (see refine.ensure_fact_table). A table that exists keeps its own setting, and
+    the session's default is restored for the user's tables.
+    """
+    before = spark.conf.get(STATS_DEFAULT, None)
+    spark.conf.set(STATS_DEFAULT, "0")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(STATS_DEFAULT)
+        else:
+            spark.conf.set(STATS_DEFAULT, before)
+
+
 def _save(writer: DataFrameWriter, df: DataFrame, path: str) -> None:
     name = "/".join(path.rstrip("/").split("/")[-2:])
-    with described(df.sparkSession, f"custseg write {name}"):
+    with described(df.sparkSession, f"custseg write {name}"), \
+            _new_tables_without_column_stats(df.sparkSession):
         writer.save(path)
 
 

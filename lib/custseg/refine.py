@@ -27,6 +27,7 @@ from custseg.summary import StageSummary
 
 FACT = "fct_invoices"
 CANCELLATIONS = "cancellations"
+FACT_STATS_COLUMNS = "invoice_date,customer_id"
 QUARANTINE = "quarantine"
 REFINE_LOG = "refine_log"
 DIM_CUSTOMER = "dim_customer"
@@ -243,7 +244,8 @@ FACT_SCHEMA = T.StructType([
 
 
 def ensure_fact_table(spark: SparkSession, path: str) -> None:
-    """Create the fact table with not-null keys and CHECK constraints when absent.
+    """Create the fact table with not-null keys and CHECK constraints when absent, and with
+    min/max stats only on the columns features and labels filter by.
 
     A fact written before silver dropped ``row_hash`` keeps the column, made nullable so new
     rows can leave it out.
@@ -255,7 +257,8 @@ def ensure_fact_table(spark: SparkSession, path: str) -> None:
             spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN row_hash DROP NOT NULL")
         return
     (DeltaTable.createIfNotExists(spark).location(path).addColumns(FACT_SCHEMA)
-     .property("delta.feature.checkConstraints", "supported").execute())
+     .property("delta.feature.checkConstraints", "supported")
+     .property("delta.dataSkippingStatsColumns", FACT_STATS_COLUMNS).execute())
     for name, expr in (("quantity_positive", "quantity > 0"),
                        ("unit_price_positive", "unit_price > 0")):
         spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")
