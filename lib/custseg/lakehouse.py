@@ -113,8 +113,8 @@ def _new_tables_without_column_stats(spark: SparkSession) -> Iterator[None]:
 
 def _save(writer: DataFrameWriter, df: DataFrame, path: str) -> None:
     name = "/".join(path.rstrip("/").split("/")[-2:])
-    with described(df.sparkSession, f"custseg write {name}"), \
-            _new_tables_without_column_stats(df.sparkSession):
+    with (described(df.sparkSession, f"custseg write {name}"),
+          _new_tables_without_column_stats(df.sparkSession)):
         writer.save(path)
 
 
