@@ -83,12 +83,13 @@ def test_kmeans_input_has_a_partition_per_hundred_thousand_rows_up_to_the_shuffl
     from custseg.clusters import kmeans_input
 
     points = spark.range(50).withColumnRenamed("id", "customer_id")
+    before = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "8")
     try:
         sizes = {rows: kmeans_input(points, rows).rdd.getNumPartitions()
                  for rows in (50, 100_000, 100_001, 350_000, 5_000_000)}
     finally:
-        spark.conf.set("spark.sql.shuffle.partitions", "2")
+        spark.conf.set("spark.sql.shuffle.partitions", before)
     assert sizes == {50: 1, 100_000: 1, 100_001: 2, 350_000: 4, 5_000_000: 8}
 
 

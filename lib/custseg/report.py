@@ -284,12 +284,14 @@ def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSu
     totals = invoice_totals(lakehouse.read(spark, paths[FACT])).persist()
     reports = _reports(spark, paths, cfg or load_config(), totals)
     unchanged = 0
-    for name, (inputs, build) in reports.items():
-        if not _build(spark, root, name, inputs, build, paths):
-            unchanged += 1
-        summary.rows_out[f"gold/{name}"] = lakehouse.read(
-            spark, lakehouse.table_path(root, "gold", name)).count()
-    totals.unpersist()
+    try:
+        for name, (inputs, build) in reports.items():
+            if not _build(spark, root, name, inputs, build, paths):
+                unchanged += 1
+            summary.rows_out[f"gold/{name}"] = lakehouse.read(
+                spark, lakehouse.table_path(root, "gold", name)).count()
+    finally:
+        totals.unpersist()
     if unchanged == len(reports):
         summary.notes.append("inputs unchanged since the last report; gold left as it was")
     summary.seconds = time.time() - start

@@ -253,6 +253,7 @@ def _numbered(raw: DataFrame) -> DataFrame:
     """
     ided = raw.withColumn("_id", F.monotonically_increasing_id())
     part = F.shiftright(F.col("_id"), 33).alias("_part")
+    # one row per (file, scan partition): bounded by the input's splits, not its rows
     per = (ided.groupBy("source_file", part)
            .agg(F.min("_id").alias("_first"), F.count("*").alias("_n")).collect())
     offsets, seen = [], {}
