@@ -53,6 +53,25 @@ def test_paretonbd_likelihood_equals_integral_over_lambda_and_mu(params):
         assert got == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize("loglik, params, distinct", [
+    (btyd.bgnbd_log_likelihood, (0.5, 3.0, 0.7, 2.2), 6),
+    (btyd.paretonbd_log_likelihood, (0.6, 4.0, 0.8, 9.0), 6),
+    (btyd.paretonbd_log_likelihood, (0.6, 9.0, 0.8, 4.0), 6),
+    (btyd.nbd_log_likelihood, (0.5, 3.0), 5),  # t_x plays no part
+])
+def test_rows_sharing_x_and_a_time_get_their_own_likelihood(loglik, params, distinct):
+    """Terms are computed once per distinct (x, t_x) and (x, T): rows that share one but not
+    the other must still match the likelihood of each row on its own."""
+    x = np.array([1.0, 1, 1, 4, 0, 4, 1])
+    t_x = np.array([5.0, 5, 10, 20, 0, 5, 5])
+    T = np.array([30.0, 25, 30, 25, 30, 30, 30])
+    together = loglik(params, x, t_x, T)
+    alone = [loglik(params, x[i:i + 1], t_x[i:i + 1], T[i:i + 1])[0] for i in range(len(x))]
+    assert together == pytest.approx(alone, rel=1e-12)
+    assert together[0] == together[6]
+    assert len(set(together.round(12))) == distinct
+
+
 def test_gammagamma_likelihood_equals_integral_over_nu():
     p, q, v = 3.0, 4.0, 20.0
     for x, m in [(1, 12.0), (5, 30.0)]:
