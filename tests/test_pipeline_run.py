@@ -204,6 +204,9 @@ def test_event_logs_tell_stages_and_writes_apart(clean):
     writes = {(r[1], r[r.index("write") + 1]) for r in rows if "write" in r}
     assert {("ingest", "bronze/raw_invoices"), ("refine", "silver/fct_invoices"),
             ("segment", "gold/rfm_segments"), ("clv", "gold/clv_predictions")} <= writes
+    # built once, by segment with its RFM segments, not first by report and then again
+    assert {s for s, t in writes if t == "gold/report_customers"} == {"segment"}
+    assert ("report", "gold/report_sales") in writes
 
 
 def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):

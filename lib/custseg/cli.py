@@ -131,10 +131,10 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for note in notes:
             log(args.stage, note)
         alerts: list[str] = []
-        for stage in stages:
+        for i, stage in enumerate(stages):
             log(stage, "start")
             spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
-            summary = _run_stage(stage, spark, args, cfg)
+            summary = _run_stage(stage, spark, args, cfg, later=stages[i + 1:])
             if stage == "drift":
                 alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
             _print_summary(summary)
@@ -147,7 +147,8 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
 
 
 def _run_stage(
-    stage: str, spark: SparkSession, args: argparse.Namespace, cfg: Config
+    stage: str, spark: SparkSession, args: argparse.Namespace, cfg: Config,
+    later: Sequence[str] = ()
 ) -> StageSummary:
     if stage == "ingest":
         from custseg.ingest import ingest
@@ -160,7 +161,9 @@ def _run_stage(
     if stage == "report":
         from custseg.report import report
 
-        return report(spark, args.lakehouse, cfg)
+        # segment rebuilds report_customers with its new RFM segments
+        return report(spark, args.lakehouse, cfg,
+                      deferred=("report_customers",) if "segment" in later else ())
     if stage == "segment":
         from custseg.segment import segment
 
