@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from custseg.config import Config
 from custseg.errors import InputError
+from custseg.history import History, at_dates, dates_frame
 
 SCORED = ("recency_days", "frequency", "monetary")
 
@@ -26,56 +27,57 @@ def default_as_of(fact: DataFrame) -> dt.date:
     return last.date() + dt.timedelta(days=1)
 
 
-def _before(df: DataFrame, as_of: dt.date) -> DataFrame:
-    return df.where((F.col("invoice_date") < F.lit(as_of).cast("timestamp"))
-                    & F.col("customer_id").isNotNull())
-
-
 def customer_features(
     fact: DataFrame, cancellations: DataFrame, as_of: dt.date, windows: list[int]
 ) -> DataFrame:
-    """One row per identified customer with a purchase before ``as_of``.
+    """One row per identified customer with a purchase before ``as_of`` (see
+    ``history_features``), from the fact and the cancellations."""
+    return history_features(History.of(fact, cancellations), [as_of], windows)
+
+
+def history_features(history: History, days: list[dt.date], windows: list[int]) -> DataFrame:
+    """One row per date of ``days`` and identified customer with a purchase before it.
 
     ``recency_days``: as-of date minus the date of the last purchase; ``frequency``: distinct
     invoices; ``monetary``: sum of ``total_price``; plus tenure, average order value, distinct
     products, mean days between purchases, return rate (cancelled value over purchased value),
-    main country, and frequency and monetary over each trailing window.
+    main country (most lines, then the latest), and frequency and monetary over each trailing
+    window.
     """
-    sales = _before(fact, as_of).withColumn("day", F.to_date("invoice_date"))
-    as_of_col = F.lit(as_of)
-    # Invoice level first: one distinct count per aggregate keeps Spark from expanding rows.
-    invoices = sales.groupBy("customer_id", "invoice_no").agg(
-        F.min("day").alias("day"), F.sum("total_price").alias("total"))
+    spark = history.invoices.sparkSession
+    dates = dates_frame(spark, days)
+    sales = at_dates(history.invoices, dates).withColumn("day", F.to_date("invoice_date"))
+    key = ["as_of", "customer_id"]
+    invoices = sales.groupBy(*key, "invoice_no").agg(
+        F.min("day").alias("day"), F.sum("total").alias("total"))
     aggs = [
-        F.datediff(as_of_col, F.max("day")).alias("recency_days"),
+        F.datediff(F.col("as_of"), F.max("day")).alias("recency_days"),
         F.count("*").alias("frequency"),
         F.sum("total").alias("monetary"),
-        F.datediff(as_of_col, F.min("day")).alias("tenure_days"),
+        F.datediff(F.col("as_of"), F.min("day")).alias("tenure_days"),
         F.datediff(F.max("day"), F.min("day")).alias("_span_days"),
     ]
     for w in windows:
-        in_window = F.col("day") >= F.date_sub(as_of_col, w)
+        in_window = F.col("day") >= F.date_sub(F.col("as_of"), w)
         aggs.append(F.sum(in_window.cast("int")).alias(f"frequency_{w}d"))
         aggs.append(F.coalesce(F.sum(F.when(in_window, F.col("total"))), F.lit(0.0)).alias(
             f"monetary_{w}d"))
-    base = invoices.groupBy("customer_id").agg(*aggs)
-    products = sales.groupBy("customer_id").agg(
-        F.countDistinct("stock_code").alias("distinct_products"))
-    by_country = sales.groupBy("customer_id", "country").agg(
-        F.count("*").alias("n"), F.max("invoice_date").alias("last"))
-    country = by_country.groupBy("customer_id").agg(
+    base = invoices.groupBy(*key).agg(*aggs)
+    products = at_dates(history.products, dates, "first_date").groupBy(*key).agg(
+        F.sum("new_products").alias("distinct_products"))
+    by_country = sales.groupBy(*key, "country").agg(
+        F.sum("lines").alias("n"), F.max("invoice_date").alias("last"))
+    country = by_country.groupBy(*key).agg(
         F.max_by("country", F.struct("n", "last", "country")).alias("country"))
-    returned = _before(cancellations, as_of).groupBy("customer_id").agg(
+    returned = at_dates(history.cancellations, dates).groupBy(*key).agg(
         F.sum(F.abs("amount")).alias("_returned"))
-    out = (base.join(products, "customer_id").join(country, "customer_id", "left")
-           .join(returned, "customer_id", "left")
+    out = (base.join(products, key).join(country, key, "left").join(returned, key, "left")
            .withColumn("avg_order_value", F.col("monetary") / F.col("frequency"))
            .withColumn("days_between_purchases",
                        F.when(F.col("frequency") > 1,
                               F.col("_span_days") / (F.col("frequency") - 1)))
            .withColumn("return_rate",
                        F.coalesce(F.col("_returned"), F.lit(0.0)) / F.col("monetary"))
-           .withColumn("as_of", as_of_col)
            .drop("_span_days", "_returned"))
     window_cols = [c for w in windows for c in (f"frequency_{w}d", f"monetary_{w}d")]
     return out.select(
