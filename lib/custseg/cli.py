@@ -112,7 +112,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
     printing each summary and a table of all of them; return the drift alerts raised."""
     import custseg
     from custseg import lakehouse, pipeline_run
-    from custseg.session import build_spark
+    from custseg.session import build_spark, size_partitions
 
     run_id = (pipeline_run.validate_run_id(args.run_id) if args.run_id
               else pipeline_run.new_run_id())
@@ -132,7 +132,8 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             log(args.stage, note)
         alerts: list[str] = []
         for i, stage in enumerate(stages):
-            log(stage, "start")
+            partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
+            log(stage, f"start ({partitions} shuffle partitions)")
             spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
             summary = _run_stage(stage, spark, args, cfg, later=stages[i + 1:])
             if stage == "drift":
@@ -144,6 +145,24 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for line in stage_table(summaries):
             print(line, flush=True)
     return alerts
+
+
+def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> int | None:
+    """The size of the table (or file) a stage reads most, for its shuffle partitions."""
+    import os
+
+    from custseg import lakehouse
+
+    if stage == "ingest":
+        path = args.input
+        if lakehouse.is_uri(path) or not os.path.exists(path):
+            return None
+        if os.path.isfile(path):
+            return os.path.getsize(path)
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+                   for f in files)
+    table = ("bronze", "raw_invoices") if stage == "refine" else ("silver", "fct_invoices")
+    return lakehouse.size_bytes(spark, lakehouse.table_path(args.lakehouse, *table))
 
 
 def _run_stage(

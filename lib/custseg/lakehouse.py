@@ -57,6 +57,14 @@ def version(spark: SparkSession, path: str) -> int | None:
     return int(row["version"]) if row else None
 
 
+def size_bytes(spark: SparkSession, path: str) -> int | None:
+    """The bytes of the current version's data files (Delta's own figure), None without a
+    table."""
+    if not exists(spark, path):
+        return None
+    return int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("sizeInBytes").first()[0])
+
+
 def last_metadata(spark: SparkSession, path: str) -> dict:
     """The JSON ``userMetadata`` of a table's last commit ({} when absent)."""
     if not exists(spark, path):

@@ -73,3 +73,29 @@ def build_spark(cfg: Config) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+BYTES_PER_PARTITION = 64 << 20
+
+
+def partitions_for(input_bytes: int | None, most: int) -> int:
+    """Shuffle partitions for an input of ``input_bytes`` (compressed, on disk): one per
+    64 MB, at least 2 and at most ``most`` (``spark.shuffle_partitions``); ``most`` when the
+    size is unknown. A small input in 16 partitions pays for 16 near-empty tasks in every
+    shuffle: on the UCI data the features at one date took 6.4 s in 16 partitions and 3.5 s
+    in 2."""
+    if input_bytes is None:
+        return most
+    return max(min(2, most), min(most, -(-input_bytes // BYTES_PER_PARTITION)))
+
+
+def size_partitions(spark: SparkSession, input_bytes: int | None, cfg: Config) -> int:
+    """Set the session's shuffle partitions (and Delta's log-replay tasks) for the input size
+    when ``spark.adaptive_partitions`` is on; return the number in effect."""
+    sc = cfg["spark"]
+    n = (partitions_for(input_bytes, sc["shuffle_partitions"]) if sc["adaptive_partitions"]
+         else sc["shuffle_partitions"])
+    spark.conf.set("spark.sql.shuffle.partitions", str(n))
+    spark.conf.set(SNAPSHOT_PARTITIONS, str(n))
+    return n
+
