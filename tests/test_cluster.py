@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from custseg import lakehouse
-from tests.conftest import REPO
+from tests.conftest import CLV_FAST, REPO
 
 WORKER_PYTHON = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
 SPARK_HOME = str(Path(__import__("pyspark").__file__).parent)
@@ -113,8 +113,8 @@ def test_the_pipeline_runs_on_the_cluster(spark, cluster, tmp_path):
     root = str(tmp_path / "lh")
     done = _submit(cluster, str(REPO / "jobs/pipeline.py"), "--input", sample, "--lakehouse",
                    root, "--run-id", "on-the-cluster", "--set", "spark.shuffle_partitions=4",
-                   "--set", "cluster.k_max=3", "--set", "clv.gbt.max_iter=3",
-                   "--set", "clv.training_windows=1", cwd=tmp_path)
+                   "--set", "cluster.k_max=3",
+                   *[a for s in CLV_FAST for a in ("--set", s)], cwd=tmp_path)
     said = done.stdout + done.stderr
     assert done.returncode == 0, said[-4000:]
     assert f"master {cluster['url']}" in said

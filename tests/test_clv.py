@@ -13,6 +13,7 @@ from custseg import backtest, clv
 from custseg.clv_stage import plan
 from custseg.config import load_config
 from custseg.errors import InputError
+from custseg.history import History
 
 CUTOFF = dt.date(2011, 3, 1)
 FACT_SCHEMA = ("customer_id int, invoice_no string, stock_code string, country string, "
@@ -51,8 +52,8 @@ def fixture(spark):
         "customer_id int, invoice_date timestamp, amount double")
     cfg = load_config(overrides=["clv.horizon_days=30", "clv.tier_cuts.mid=100",
                                  "clv.tier_cuts.high=500", "segment.windows_days=[30]"])
-    out, fits = clv.examples(spark, fact, cancellations, CUTOFF, cfg)
-    return {r["customer_id"]: r.asDict() for r in out.collect()}, fits
+    out, fits = clv.examples(spark, History.of(fact, cancellations), [CUTOFF], cfg)
+    return {r["customer_id"]: r.asDict() for r in out.collect()}, fits[CUTOFF]
 
 
 def test_examples_are_customers_with_purchases_before_the_cutoff(fixture):
@@ -72,6 +73,10 @@ def test_features_use_only_transactions_before_the_cutoff(fixture):
     assert one["repeat_span_days"] == 40
     assert one["age_days"] == 59
     assert one["repeat_spend"] == pytest.approx(30.0)   # 10 Feb only; the first day is left out
+    assert one["max_day_spend"] == pytest.approx(150.0)   # 1 Jan: invoices A and B
+    assert one["overdue"] == pytest.approx(19 / 20)      # 19 days since; 40 days / 2 gaps
+    assert one["recency_share"] == pytest.approx(19 / 59)
+    assert one["actual_purchases"] == 2                  # 1 Mar and 30 Mar
     assert one["frequency_30d"] == 1 and one["monetary_30d"] == pytest.approx(30.0)
     two = rows[2]
     assert (two["recency_days"], two["repeat_purchases"], two["age_days"]) == (1, 0, 1)
@@ -114,14 +119,35 @@ def test_probabilistic_columns_follow_the_fits(fixture):
     assert rows[2]["gg_spend_per_purchase"] == pytest.approx(fits.population_spend)
 
 
-def test_plan_trains_on_horizons_before_the_evaluation_date():
+def test_plan_trains_each_origin_on_cutoffs_before_it():
     first = dt.date(2010, 12, 1)
-    assert plan(first, dt.date(2011, 9, 1), 100, 2, backtest=True) == (
-        dt.date(2011, 9, 1), [dt.date(2011, 5, 24), dt.date(2011, 2, 13)])
-    assert plan(first, dt.date(2011, 12, 10), 90, 1, backtest=False) == (
-        dt.date(2011, 9, 11), [dt.date(2011, 6, 13)])
+    clv_cfg = load_config()["clv"]
+    p = plan(first, dt.date(2011, 9, 1), 100, clv_cfg, backtest=True)
+    assert p.origins == (dt.date(2011, 9, 1), dt.date(2011, 8, 2), dt.date(2011, 7, 3))
+    # every 30 days back from origin - horizon while 21 days of history precede the cutoff
+    assert p.cutoffs[dt.date(2011, 9, 1)] == (
+        dt.date(2011, 5, 24), dt.date(2011, 4, 24), dt.date(2011, 3, 25), dt.date(2011, 2, 23),
+        dt.date(2011, 1, 24), dt.date(2010, 12, 25))
+    assert p.cutoffs[dt.date(2011, 7, 3)] == (
+        dt.date(2011, 3, 25), dt.date(2011, 2, 23), dt.date(2011, 1, 24), dt.date(2010, 12, 25))
+    for origin, cutoffs in p.cutoffs.items():
+        assert all(c + dt.timedelta(days=100) <= origin for c in cutoffs)
+    # without --backtest the first origin is one horizon before the as-of date
+    assert plan(first, dt.date(2011, 12, 10), 90, clv_cfg, backtest=False).origins[0] == \
+        dt.date(2011, 9, 11)
+
+
+def test_plan_leaves_out_origins_without_history_and_refuses_when_e_has_none():
+    first = dt.date(2010, 12, 1)
+    clv_cfg = load_config()["clv"]
+    p = plan(first, dt.date(2011, 5, 10), 100, clv_cfg, backtest=True)
+    # E - 60 = 2011-03-11 would need a cutoff on or before 2010-12-01, 21 days after the
+    # first invoice at the earliest (2010-12-22)
+    assert p.origins == (dt.date(2011, 5, 10), dt.date(2011, 4, 10))
+    assert p.cutoffs[dt.date(2011, 4, 10)] == (dt.date(2010, 12, 31),)
+    assert any("origin 2011-03-11 left out" in n for n in p.notes)
     with pytest.raises(InputError, match="not enough history.*first invoice is on 2010-12-01"):
-        plan(first, dt.date(2011, 6, 1), 100, 2, backtest=True)
+        plan(first, dt.date(2011, 3, 1), 100, clv_cfg, backtest=True)
 
 
 def _kaggle_gini(actual, pred):
@@ -185,23 +211,6 @@ def test_tier_of_uses_the_configured_cuts(spark):
     df = spark.createDataFrame([(0.0,), (99.99,), (100.0,), (499.0,), (500.0,)], "s double")
     got = [r[0] for r in df.select(clv.tier_of(F.col("s"), {"mid": 100, "high": 500})).collect()]
     assert got == ["Low", "Low", "Mid", "Mid", "High"]
-
-
-def test_isotonic_pools_adjacent_violators():
-    assert clv.isotonic([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == [1.0, 2.5, 2.5, 4.0]
-    # weights: (3*1 + 1*3) / 2 = 3, the pooled block then violates with 2 -> (3*2 + 2*1) / 3
-    assert clv.isotonic([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == pytest.approx([2.0, 2.0, 2.0])
-    assert clv.isotonic([5.0, 1.0], [3.0, 1.0]) == [4.0, 4.0]
-
-
-def test_calibration_map_is_linear_between_knots_and_keeps_order(spark):
-    sql = clv.calibration_sql([(1.0, 10.0), (2.0, 30.0), (3.0, 30.0)])
-    df = spark.createDataFrame([(0.0,), (1.5,), (2.2,), (2.8,), (4.0,)], "log_prediction double")
-    df.createOrReplaceTempView("t")
-    got = [r["predicted_spend"] for r in spark.sql(sql.replace("__THIS__", "t")).collect()]
-    want = [10.0 * np.exp(-1.0), 20.0, 30.0, 30.0, 30.0 * np.e]
-    assert got == pytest.approx(want, abs=1e-6)
-    assert got[2] < got[3]  # the flat stretch keeps the model's order
 
 
 def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):

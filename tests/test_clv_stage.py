@@ -1,4 +1,5 @@
-"""The clv stage on a generated sample: leakage, backtest table, registry, champion, rollback."""
+"""The clv stage on a generated sample: leakage at every origin, the backtest with intervals,
+the registry, the champion rule, rollback."""
 
 from __future__ import annotations
 
@@ -6,19 +7,24 @@ import datetime as dt
 import shutil
 
 import pytest
+from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from custseg import lakehouse, tracking
 from custseg.cli import main
-from custseg.clv import examples, features_at, fit_input, fit_spend_model, max_bins
-from custseg.clv_stage import SPEND_MODEL, TIER_MODEL, clv, plan
+from custseg.clv import examples
+from custseg.clv_models import fit_candidates, fit_input, predict
+from custseg.clv_stage import FAMILIES, SPEND_MODEL, TIER_MODEL, clv, plan
 from custseg.config import load_config
+from custseg.history import History
 from custseg.refine import CANCELLATIONS, FACT
 from tests.conftest import generated_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "segment.windows_days=[90]", "clv.horizon_days=60",
-            "clv.gbt.max_iter=4", "clv.gbt.min_instances_per_node=5"]
+            "clv.gbt.max_iter=4", "clv.gbt.min_instances_per_node=5", "clv.origins=2",
+            "clv.max_snapshots=2", "clv.bootstrap.draws=40"]
 AS_OF = "2011-10-01"
+E, E2 = dt.date(2011, 10, 1), dt.date(2011, 9, 1)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,8 @@ def runs(spark, lake):
     shutil.rmtree(lakehouse.table_path(root, "ops", "stage_runs"))
     again = clv(spark, root, cfg, as_of=AS_OF, backtest=True)
     tracking.configure(root, cfg)
-    versions_after_again = [r for r in tracking.list_models()]
-    other = load_config(overrides=[*SETTINGS, "clv.gbt.max_iter=8"])
+    versions_after_again = tracking.list_models()
+    other = load_config(overrides=[*SETTINGS, "clv.gbt.max_iter=6"])
     third = clv(spark, root, other, as_of=AS_OF, backtest=True)
     return dict(first=first, again=again, third=third, after_again=versions_after_again,
                 skipped=skipped, skipped_versions=skipped_versions)
@@ -62,57 +68,100 @@ def _changed_after(fact, day):
     return changed.unionByName(extra)
 
 
-def test_nothing_on_or_after_the_evaluation_date_reaches_training_or_features(spark, lake):
-    """Change every transaction from the evaluation date on: the training examples, the
-    evaluation features and the fitted model's predictions stay exactly the same."""
+def _rows(df):
+    return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r)
+                  for r in df.collect())
+
+
+def test_nothing_on_or_after_an_origin_reaches_its_training_or_features(spark, lake):
+    """For every origin: change every transaction from it on, and its training examples (every
+    snapshot), its features and its fitted models' predictions stay exactly the same."""
     root, cfg = lake["root"], lake["cfg"]
     fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
     cancellations = lakehouse.read(spark, lakehouse.table_path(root, "silver", CANCELLATIONS))
-    evaluation, cutoffs = plan(dt.date(2010, 12, 1), dt.date.fromisoformat(AS_OF), 60, 2,
-                               backtest=True)
-    leaked = _changed_after(fact, evaluation)
+    p = plan(dt.date(2010, 12, 1), E, 60, cfg["clv"], backtest=True)
+    assert p.origins == (E, E2)
+    days = sorted({*p.origins, *(c for cs in p.cutoffs.values() for c in cs)})
+    clean, fits = examples(spark, History.of(fact, cancellations), days, cfg)
+    clean = clean.persist()
+    labels = ["actual_spend", "actual_purchases", "actual_tier"]
+    for origin in p.origins:
+        cutoffs = list(p.cutoffs[origin])
+        leaked, _ = examples(spark, History.of(_changed_after(fact, origin), cancellations),
+                             [*cutoffs, origin], cfg)
+        leaked = leaked.persist()
+        for df in (clean, leaked):
+            assert df.where(F.col("as_of").isin(cutoffs)).select("as_of").distinct().count() \
+                == len(cutoffs)
+        assert _rows(clean.where(F.col("as_of").isin(cutoffs))) == \
+            _rows(leaked.where(F.col("as_of").isin(cutoffs)))
+        at = F.col("as_of") == F.lit(origin)
+        assert _rows(clean.where(at).drop(*labels)) == _rows(leaked.where(at).drop(*labels))
+        # the control: the leaked copy does change the labels at the origin
+        assert leaked.where(at).agg(F.sum("actual_spend")).first()[0] > \
+            clean.where(at).agg(F.sum("actual_spend")).first()[0]
+        if origin == E:
+            judged = clean.where(at)
+            assert _fitted_scores(clean, cutoffs, judged, fits[E], cfg) == \
+                _fitted_scores(leaked, cutoffs, judged, fits[E], cfg)
+        leaked.unpersist()
+    clean.unpersist()
 
-    def training(f):
-        parts = [examples(spark, f, cancellations, c, cfg)[0] for c in cutoffs]
-        return parts[0].unionByName(parts[1])
 
-    def rows(df):
-        return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r)
-                      for r in df.collect())
-
-    clean_train, leaked_train = training(fact), training(leaked)
-    assert rows(clean_train) == rows(leaked_train)
-    clean_feats = features_at(spark, fact, cancellations, evaluation, cfg)[0]
-    leaked_feats = features_at(spark, leaked, cancellations, evaluation, cfg)[0]
-    assert rows(clean_feats) == rows(leaked_feats)
-    # and the control: the leaked copy does change the labels at the evaluation date
-    label = examples(spark, leaked, cancellations, evaluation, cfg)[0]
-    assert label.agg(F.sum("actual_spend")).first()[0] > examples(
-        spark, fact, cancellations, evaluation, cfg)[0].agg(F.sum("actual_spend")).first()[0]
-
-    def predictions(train):
-        data = fit_input(train).persist()
-        model = fit_spend_model(data, cfg, max_bins(data))
-        return rows(model.transform(clean_feats).select("customer_id", "predicted_spend"))
-
-    assert predictions(clean_train) == predictions(leaked_train)
+def _fitted_scores(examples_df, cutoffs, judged, fits, cfg):
+    """Every family fitted on the examples at ``cutoffs``, scoring ``judged``."""
+    train = fit_input(examples_df.where(F.col("as_of").isin(cutoffs))).persist()
+    out = judged
+    for family, model in fit_candidates(train, fits, cfg).items():
+        out = predict(model, out, f"m_{family}")
+    scores = _rows(out.select("customer_id", *[f"m_{f}_spend" for f in FAMILIES]))
+    train.unpersist()
+    return scores
 
 
-def test_backtest_table_has_every_model_side_by_side(spark, lake, runs):
-    bt = _gold(spark, lake["root"], "clv_backtest").where(F.col("as_of") == F.lit(AS_OF))
-    models = {r["model"]: r.asDict() for r in bt.collect()}
-    assert {"gbt", "past_spend_rate", "seed_formula", "bgnbd_gg", "paretonbd_gg"} <= set(models)
-    for r in models.values():
-        assert r["customers"] == runs["third"].rows_in
+def _backtest(spark, root):
+    return _gold(spark, root, "clv_backtest").where(F.col("as_of") == F.lit(AS_OF)).collect()
+
+
+def test_backtest_has_every_model_at_every_origin_with_intervals(spark, lake, runs):
+    rows = _backtest(spark, lake["root"])
+    models = {r["model"] for r in rows}
+    assert {*FAMILIES, "seed_formula", "champion"} <= models
+    for r in rows:
         assert r["horizon_days"] == 60
-        assert 0.0 <= r["tier_accuracy"] <= 1.0
-        assert r["rmse"] >= r["mae"] >= 0.0
-    # the third run had a champion to beat, so the champion was judged on the same customers
-    assert "champion" in models
+        if r["model"] == "champion":
+            continue
+        assert r["origin"] in (E, E2, None)
+        for m in ("normalised_gini", "spearman", "top_decile_share", "tier_macro_f1"):
+            assert r[f"{m}_low"] <= r[f"{m}_high"], (r["model"], m)
+    by = {(r["model"], r["origin"]): r for r in rows}
+    for family in FAMILIES:
+        assert {(family, E), (family, E2), (family, None)} <= set(by)
+        mean = by[(family, None)]["normalised_gini"]
+        assert mean == pytest.approx((by[(family, E)]["normalised_gini"]
+                                      + by[(family, E2)]["normalised_gini"]) / 2)
+    assert by[("blend", E)]["customers"] == runs["third"].rows_in
+    # the champion of the earlier runs was trained on labels up to E: judged at E only
+    assert {r["origin"] for r in rows if r["model"] == "champion"} == {E}
     deciles = _gold(spark, lake["root"], "clv_backtest_deciles").where(
-        (F.col("as_of") == F.lit(AS_OF)) & (F.col("model") == "gbt"))
+        (F.col("as_of") == F.lit(AS_OF)) & (F.col("model") == "blend")
+        & (F.col("origin") == F.lit(AS_OF)))
     assert deciles.agg(F.sum("customers")).first()[0] == runs["third"].rows_in
-    assert any(line.lstrip().startswith("bgnbd_gg") for line in runs["third"].notes)
+
+
+def test_on_generated_data_dropout_is_identified_and_the_served_model_beats_the_baselines(
+        spark, lake, runs):
+    assert not any("do not identify" in n for n in runs["first"].notes)
+    rows = _backtest(spark, lake["root"])
+    # a new candidate is served on its mean over the origins; a kept champion on the origins it
+    # is fairly judged on
+    served = min((r for r in rows if "spend" in (r["served"] or "")),
+                 key=lambda r: r["origin"] is not None)
+    baselines = [r for r in rows if r["role"] == "baseline" and r["origin"] == served["origin"]]
+    assert len(baselines) == 4
+    for r in baselines:
+        assert served["normalised_gini"] >= r["normalised_gini"], r["model"]
+        assert served["tier_macro_f1"] >= r["tier_macro_f1"] - 0.05, r["model"]
 
 
 def test_an_identical_rerun_registers_nothing_and_changes_nothing(runs):
@@ -123,21 +172,27 @@ def test_an_identical_rerun_registers_nothing_and_changes_nothing(runs):
     by_name = {}
     for r in runs["after_again"]:
         by_name.setdefault(r["name"], []).append(r["version"])
-    assert by_name[SPEND_MODEL] == ["1"] and by_name[TIER_MODEL] == ["1"]
+    n = [str(i) for i in range(1, len(FAMILIES) + 1)]
+    assert by_name[SPEND_MODEL] == n and by_name[TIER_MODEL] == n
 
 
-def test_new_version_becomes_champion_only_if_it_beats_the_champion(spark, lake, runs):
+def test_each_family_is_registered_once_as_a_spend_and_a_tier_model(lake, runs):
+    tracking.configure(lake["root"], lake["cfg"])
+    for name in (SPEND_MODEL, TIER_MODEL):
+        families = [tracking.version_tags(name, str(v))["family"]
+                    for v in range(1, len(FAMILIES) + 1)]
+        assert sorted(families) == sorted(FAMILIES)
+        for v in range(1, len(FAMILIES) + 1):
+            assert tracking.version_tags(name, str(v))["labels_end"] == AS_OF
+
+
+def test_the_champions_are_the_decisions_of_the_last_run(spark, lake, runs):
     root, cfg = lake["root"], lake["cfg"]
     tracking.configure(root, cfg)
-    bt = {r["model"]: r for r in _gold(spark, root, "clv_backtest")
-          .where(F.col("as_of") == F.lit(AS_OF)).collect()}
-    new, held = bt["gbt"], bt["champion"]
-    want_spend = "2" if new["normalised_gini"] > held["normalised_gini"] else "1"
-    want_tier = "2" if new["tier_macro_f1"] > held["tier_macro_f1"] else "1"
-    assert tracking.champion_version(SPEND_MODEL) == want_spend
-    assert tracking.champion_version(TIER_MODEL) == want_tier
-    versions = {(r["name"], r["version"]) for r in tracking.list_models()}
-    assert {(SPEND_MODEL, "2"), (TIER_MODEL, "2")} <= versions
+    notes = runs["third"].notes
+    for name in (SPEND_MODEL, TIER_MODEL):
+        line = next(n for n in notes if n.startswith(f"{name} 'champion': version"))
+        assert line.split()[3] == tracking.champion_version(name)
 
 
 def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scoring(
@@ -147,13 +202,16 @@ def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scor
     current = tracking.champion_version(SPEND_MODEL)
     preds = _gold(spark, root, "clv_predictions").where(F.col("as_of") == F.lit(AS_OF))
     assert {r[0] for r in preds.select("spend_model_version").distinct().collect()} == {current}
+    family = tracking.version_tags(SPEND_MODEL, current)["family"]
+    assert {r[0] for r in preds.select("spend_model_family").distinct().collect()} == {family}
     assert preds.count() == runs["third"].rows_in
     assert preds.where(F.col("actual_spend").isNull()).count() == 0
-    other = "1" if current == "2" else "2"
+    assert preds.where(F.col("predicted_spend_p10") > F.col("predicted_spend_p90")).count() == 0
+    other = "1" if current != "1" else "2"
     args = ["--lakehouse", root, *sum((["--set", s] for s in SETTINGS), [])]
     assert main(["models", "rollback", SPEND_MODEL, "--to", other, *args]) == 0
-    assert main(["models", "rollback", SPEND_MODEL, "--to", "7", *args]) == 2
-    assert "has no version 7" in capsys.readouterr().err
+    assert main(["models", "rollback", SPEND_MODEL, "--to", "70", *args]) == 2
+    assert "has no version 70" in capsys.readouterr().err
     assert main(["clv", "--as-of", AS_OF, "--backtest", "--use-champion", *args]) == 0
     preds = _gold(spark, root, "clv_predictions").where(F.col("as_of") == F.lit(AS_OF))
     assert {r[0] for r in preds.select("spend_model_version").distinct().collect()} == {other}
@@ -161,17 +219,17 @@ def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scor
     assert main(["models", "list", *args]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines()
               if line.startswith(SPEND_MODEL)]
-    assert len(listed) == 2
     assert [line for line in listed if "champion" in line][0].split()[1] == f"v{other}"
 
 
-def test_registered_models_pin_the_running_spark_and_mlflow(lake, runs):
+def test_registered_models_pin_the_running_spark_and_mlflow_and_load_whole(lake, runs):
     """The requirements are given, not inferred (inference imports the model in a subprocess),
-    and still pin what is running."""
+    and the registered model holds every step from the features on."""
     from pathlib import Path
 
     import mlflow
     import mlflow.pyfunc
+    import mlflow.spark
     import pyspark
 
     tracking.configure(lake["root"], lake["cfg"])
@@ -180,3 +238,5 @@ def test_registered_models_pin_the_running_spark_and_mlflow(lake, runs):
         pins = Path(path).read_text().split()
         assert f"pyspark=={pyspark.__version__}" in pins
         assert f"mlflow=={mlflow.__version__}" in pins
+    model = mlflow.spark.load_model(f"models:/{SPEND_MODEL}/1")
+    assert isinstance(model, PipelineModel)

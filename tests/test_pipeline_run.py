@@ -20,12 +20,13 @@ from delta.tables import DeltaTable
 from custseg import lakehouse, pipeline_run
 from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
+from tests.conftest import CLV_FAST
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
         "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
-        "--set", "clv.gbt.max_iter=3", "--set", "clv.training_windows=1"]
+        *[a for s in CLV_FAST for a in ("--set", s)]]
 # lineage that differs between any two runs by design; everything else must be equal
 VOLATILE = {"pipeline_run_id", "run_id", "ingested_at", "refined_at"}
 

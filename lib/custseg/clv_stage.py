@@ -1,11 +1,13 @@
-"""The clv stage: train out of time, backtest against baselines, register, score with champions.
+"""The clv stage: plan the origins, build examples, fit or reuse every model family, judge them
+out of time with intervals, promote by the champion rule, and score with the champions.
 
-Evaluation date E: the as-of date T with ``--backtest`` (actual spend after T must be in the
-data), otherwise T - horizon, the last horizon whose outcome is known. Models train on
-examples with features before E - h (E - 2h, ... when stacked) and labels up to E, are judged
-at E beside the baselines and the current champion, and become champion only when they beat
-it there. Predictions at T always come from the champion alias, so a rollback changes the next
-scoring.
+Evaluation origin E: the as-of date T with ``--backtest`` (actual spend after T must be in
+the data), otherwise T - horizon, the last horizon whose outcome is known; then E - 30 days,
+E - 60 days (``clv.origins``, ``clv.origin_step_days``). Each origin's models train on
+examples at cutoffs every ``clv.snapshot_step_days`` from origin - horizon back through the
+history, each cutoff with its own BTYD refit, so no transaction on or after the origin reaches
+a feature or a training label. The models of origin E are registered; predictions at T come
+from the ``champion`` alias of each registered model, so a rollback changes the next scoring.
 """
 
 from __future__ import annotations
@@ -13,175 +15,91 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 import time
+from dataclasses import dataclass, field
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg import lakehouse, pipeline_run, tracking
-from custseg.backtest import SpendMetrics, TierMetrics, spend_metrics, tier_metrics
-from custseg.clv import (
-    BASELINES,
-    BtydFits,
-    examples,
-    features_at,
-    fit_input,
-    fit_spend_model,
-    fit_tier_model,
-    max_bins,
-    tier_of,
-)
+from custseg import clv_report, lakehouse, pipeline_run, promotion, tracking
+from custseg.backtest import Bootstrap, Scores, evaluate
+from custseg.clv import BASELINES, BtydFits, examples, tier_of
+from custseg.clv_models import FAMILIES, fit_candidates, fit_input, predict
 from custseg.config import Config
 from custseg.errors import InputError
+from custseg.history import History
 from custseg.refine import CANCELLATIONS, FACT
 from custseg.segment import resolve_as_of
 from custseg.summary import StageSummary
+from custseg.threads import run_all
 
 SPEND_MODEL = "custseg-clv-spend"
 TIER_MODEL = "custseg-clv-tier"
 CLV_PREDICTIONS = "clv_predictions"
-CLV_BACKTEST = "clv_backtest"
-CLV_DECILES = "clv_backtest_deciles"
 FINGERPRINT = "training_fingerprint"
+FAMILY = "family"
+LABELS_END = "labels_end"
+CHAMPION = "champion"
 
 
-def plan(first_day: dt.date, as_of: dt.date, horizon: int, windows: int,
-         backtest: bool) -> tuple[dt.date, list[dt.date]]:
-    """(evaluation date, training cutoffs newest first); an error when history is too short."""
-    step = dt.timedelta(days=horizon)
-    evaluation = as_of if backtest else as_of - step
-    cutoffs = [evaluation - step * k for k in range(1, windows + 1)]
-    if cutoffs[-1] <= first_day:
-        raise InputError(
-            f"clv: not enough history for a {horizon}-day horizon: training needs purchases "
-            f"before {cutoffs[-1]} (evaluation at {evaluation}, {windows} training "
-            f"window(s)) but the first invoice is on {first_day}; use a shorter "
-            "--horizon-days, fewer clv.training_windows or a later --as-of")
-    return evaluation, cutoffs
+@dataclass(frozen=True)
+class Plan:
+    """The dates of one run: origins newest first (the first is E) and each one's cutoffs."""
+
+    as_of: dt.date
+    horizon: int
+    origins: tuple[dt.date, ...]
+    cutoffs: dict[dt.date, tuple[dt.date, ...]]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def evaluation(self) -> dt.date:
+        """E, the origin whose models are registered."""
+        return self.origins[0]
 
 
-def _predict(model: PipelineModel, df: DataFrame, out: dict[str, str]) -> DataFrame:
-    """``df`` plus the model's output columns renamed (its working columns dropped)."""
-    scored = model.transform(df)
-    return scored.select(*df.columns, *[F.col(src).alias(dst) for src, dst in out.items()])
+def plan(first_day: dt.date, as_of: dt.date, horizon: int, clv: Config,
+         backtest: bool) -> Plan:
+    """The origins and their training cutoffs; an error when E has none."""
+    day = dt.timedelta(days=1)
+    evaluation = as_of if backtest else as_of - horizon * day
+    earliest = first_day + clv["min_history_days"] * day
+    origins, cutoffs, notes = [], {}, []
+    for k in range(clv["origins"]):
+        origin = evaluation - k * clv["origin_step_days"] * day
+        cuts, cut = [], origin - horizon * day
+        while cut >= earliest and len(cuts) < clv["max_snapshots"]:
+            cuts.append(cut)
+            cut -= clv["snapshot_step_days"] * day
+        if cuts:
+            origins.append(origin)
+            cutoffs[origin] = tuple(cuts)
+        elif k == 0:
+            raise InputError(
+                f"clv: not enough history for a {horizon}-day horizon: training needs a "
+                f"cutoff on or before {origin - horizon * day} with {clv['min_history_days']} "
+                f"days of invoices before it, but the first invoice is on {first_day}; use a "
+                "shorter --horizon-days, a smaller clv.min_history_days or a later --as-of")
+        else:
+            notes.append(f"origin {origin} left out: no cutoff on or before "
+                         f"{origin - horizon * day} has {clv['min_history_days']} days of "
+                         "history")
+    return Plan(as_of, horizon, tuple(origins), cutoffs, tuple(notes))
 
 
-def _fingerprint(spark: SparkSession, root: str, cfg: Config, evaluation: dt.date,
-                 cutoffs: list[dt.date]) -> str:
-    versions = [lakehouse.version(spark, lakehouse.table_path(root, "silver", t))
-                for t in (FACT, CANCELLATIONS)]
-    payload = json.dumps({"inputs": versions, "clv": cfg["clv"], "evaluation": str(evaluation),
-                          "cutoffs": [str(c) for c in cutoffs],
-                          "windows": cfg["segment"]["windows_days"]}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+@dataclass
+class Inputs:
+    """The silver tables the stage reads, the purchase history cached from them, and what the
+    stage knows of them."""
+
+    history: History
+    first_day: dt.date
+    last_day: dt.date
+    customers: int
 
 
-def _metric_row(name: str, role: str, version: str | None, s: SpendMetrics,
-                t: TierMetrics) -> dict:
-    return {"model": name, "role": role, "model_version": version, "customers": s.customers,
-            "rmse": s.rmse, "mae": s.mae, "spearman": s.spearman,
-            "normalised_gini": s.normalised_gini, "top_decile_share": s.top_decile_share,
-            "tier_accuracy": t.accuracy, "tier_macro_f1": t.macro_f1,
-            "tier_confusion": json.dumps({f"{a}->{p}": n
-                                          for (a, p), n in sorted(t.confusion.items())})}
-
-
-def _num(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
-
-
-def _table(rows: list[dict]) -> list[str]:
-    def f(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    head = (f"{'model':<16}{'version':>8}{'RMSE':>11}{'MAE':>10}{'Spearman':>10}{'Gini*':>8}"
-            f"{'top10%':>8}{'tier acc':>9}{'macro-F1':>9}")
-    lines = [head]
-    for r in rows:
-        lines.append(f"{r['model']:<16}{r['model_version'] or '-':>8}{f(r['rmse'], ',.1f'):>11}"
-                     f"{f(r['mae'], ',.1f'):>10}{f(r['spearman'], '.3f'):>10}"
-                     f"{f(r['normalised_gini'], '.3f'):>8}{f(r['top_decile_share'], '.1%'):>8}"
-                     f"{f(r['tier_accuracy'], '.3f'):>9}{f(r['tier_macro_f1'], '.3f'):>9}")
-    return lines
-
-
-def _log_fits(fits: BtydFits, prefix: str) -> None:
-    import mlflow
-
-    for fit in (fits.bgnbd, fits.paretonbd, fits.gammagamma):
-        mlflow.log_params({f"{prefix}{fit.model}_{k}": round(v, 6)
-                           for k, v in fit.params.items()})
-        mlflow.log_param(f"{prefix}{fit.model}_dropout_identified", fit.dropout_identified)
-
-
-def _register(model: PipelineModel, name: str, tags: dict) -> str:
-    from mlflow import MlflowClient
-
-    info = tracking.log_spark_model(model, artifact_path=name, registered_model_name=name)
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, str(v))
-    return version
-
-
-def _load(name: str, version: str) -> PipelineModel:
-    import mlflow.spark
-
-    return mlflow.spark.load_model(f"models:/{name}/{version}")
-
-
-def _train(spark: SparkSession, fact: DataFrame, cancellations: DataFrame,
-           cutoffs: list[dt.date], cfg: Config, summary: StageSummary
-           ) -> tuple[PipelineModel, PipelineModel, int]:
-    """Fit the spend and tier models on examples stacked over the training cutoffs."""
-    train = None
-    cached: list[DataFrame] = []
-    for cutoff in cutoffs:
-        part, _ = examples(spark, fact, cancellations, cutoff, cfg, cached)
-        train = part if train is None else train.unionByName(part)
-    train = train.persist()
-    n_train = train.count()
-    _release(cached)
-    if n_train < 10:
-        train.unpersist()
-        raise InputError(f"clv: only {n_train} training customers before {cutoffs[0]}")
-    cap = cfg["clv"]["training_sample"]
-    fit_on = fit_input(train.sample(fraction=cap / n_train, seed=cfg["clv"]["gbt"]["seed"])
-                       if n_train > cap else train).persist()
-    bins = max_bins(fit_on)
-    spend_model = fit_spend_model(fit_on, cfg, bins)
-    tier_model = fit_tier_model(fit_on, cfg, bins)
-    train.unpersist()
-    fit_on.unpersist()
-    summary.notes.append(f"training examples {n_train:,}" + (
-        f" (fitted on a {cap:,}-row sample)" if n_train > cap else ""))
-    return spend_model, tier_model, n_train
-
-
-def _release(cached: list[DataFrame]) -> None:
-    for df in cached:
-        df.unpersist()
-    cached.clear()
-
-
-def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
-        horizon_days: int | None = None, backtest: bool = False,
-        use_champion: bool = False) -> StageSummary:
-    """Write gold/clv_backtest, gold/clv_backtest_deciles and gold/clv_predictions."""
-    import mlflow
-
-    start = time.time()
-    summary = StageSummary("clv")
-    cfg = {**cfg, "clv": {**cfg["clv"]}}
-    if horizon_days is not None:
-        if horizon_days < 1:
-            raise InputError(f"--horizon-days must be at least 1, got {horizon_days}")
-        cfg["clv"]["horizon_days"] = horizon_days
-    h = cfg["clv"]["horizon_days"]
+def _inputs(spark: SparkSession, root: str) -> Inputs:
     fact_path = lakehouse.table_path(root, "silver", FACT)
     if not lakehouse.exists(spark, fact_path):
         raise InputError(f"{fact_path}: no silver table; run 'custseg refine' first")
@@ -190,221 +108,377 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
                      else spark.createDataFrame([], "customer_id int, invoice_date timestamp, "
                                                     "amount double"))
-    bounds = fact.where(F.col("customer_id").isNotNull()).agg(
-        F.min("invoice_date"), F.max("invoice_date")).first()
-    if bounds[0] is None:
+    history = History.of(fact, cancellations).persist()
+    row = history.invoices.agg(F.min("invoice_date"), F.max("invoice_date"),
+                               F.approx_count_distinct("customer_id")).first()
+    if row[0] is None:
+        history.unpersist()
         raise InputError("silver/fct_invoices has no identified customers: nothing to value")
-    first_day, last_day = bounds[0].date(), bounds[1].date()
-    T = resolve_as_of(spark, root, cfg, as_of, section="clv")
-    evaluation, cutoffs = plan(first_day, T, h, cfg["clv"]["training_windows"], backtest)
-    if evaluation + dt.timedelta(days=h) > last_day + dt.timedelta(days=1):
-        summary.notes.append(f"warning: the data ends on {last_day}, so actual spend covers "
-                             f"only part of [{evaluation}, {evaluation + dt.timedelta(days=h)})")
-    summary.notes.append(f"as of {T}, horizon {h} days; backtest at {evaluation}; training "
-                         f"cutoffs {', '.join(map(str, cutoffs))}")
+    return Inputs(history, row[0].date(), row[1].date(), int(row[2]))
 
+
+@dataclass
+class Origin:
+    """One origin's models, its examples and their scores."""
+
+    day: dt.date
+    models: dict[str, PipelineModel]
+    examples: DataFrame
+    fits: BtydFits
+    scores: dict[str, Scores] = field(default_factory=dict)
+
+
+@dataclass
+class Examples:
+    """Every example the run reads, each set built in one query and cached: the judged dates
+    (the origins, and T when it is later) on every customer, the training cutoffs of all
+    origins on a customer sample; and the BTYD fits at the judged dates."""
+
+    judged: DataFrame
+    train: DataFrame
+    fits: dict[dt.date, BtydFits]
+    per_cutoff: dict[dt.date, int]
+
+    def release(self) -> None:
+        """Unpersist both sets."""
+        self.judged.unpersist()
+        self.train.unpersist()
+
+
+def build_examples(spark: SparkSession, data: Inputs, p: Plan, cfg: Config,
+                   summary: StageSummary) -> Examples:
+    """The judged and training examples of the plan (see ``Examples``)."""
+    clv = cfg["clv"]
+    judged_days = sorted({*p.origins, p.as_of})
+    cutoffs = sorted({c for cs in p.cutoffs.values() for c in cs})
+    summary.step(f"examples at {len(judged_days)} judged date(s) and {len(cutoffs)} training "
+                 "cutoff(s)")
+    most = max(len(cs) for cs in p.cutoffs.values())
+    rate = min(1.0, clv["training_sample"] / max(1, data.customers * most))
+
+    def build(history: History, days: list[dt.date]) -> tuple[DataFrame, dict, dict]:
+        cached: list[DataFrame] = []
+        df, fits = examples(spark, history, days, cfg, cached)
+        df = df.persist()
+        counts = {r["as_of"]: r["count"] for r in df.groupBy("as_of").count().collect()}
+        for summary_df in cached:
+            summary_df.unpersist()
+        return df, fits, counts
+
+    (judged, fits, _), (train, _, per_cutoff) = run_all([
+        lambda: build(data.history, judged_days),
+        lambda: build(data.history.sample(rate, clv["gbt"]["seed"]), cutoffs)])
+    if rate < 1.0:
+        summary.notes.append(f"training examples on a {rate:.1%} customer sample")
+    return Examples(judged, train, fits, per_cutoff)
+
+
+def _fit_origin(day: dt.date, cutoffs: tuple[dt.date, ...], ex: Examples, cfg: Config,
+                reused: dict[str, PipelineModel] | None, summary: StageSummary) -> Origin:
+    """The models trained for ``day`` on its cutoffs' examples, or ``reused`` ones."""
+    judged = ex.judged.where(F.col("as_of") == F.lit(day))
+    if reused is not None:
+        return Origin(day, reused, judged, ex.fits[day])
+    n = sum(ex.per_cutoff.get(c, 0) for c in cutoffs)
+    if n < 10:
+        raise InputError(f"clv: only {n} training examples before {day}")
+    summary.step(f"origin {day}: fitting on {n:,} examples at {len(cutoffs)} cutoff(s)")
+    started = time.time()
+    train = fit_input(ex.train.where(F.col("as_of").isin(list(cutoffs)))).persist()
+    models = fit_candidates(train, ex.fits[day], cfg)
+    train.unpersist()
+    summary.notes.append(f"origin {day}: {len(cutoffs)} training cutoff(s) "
+                         f"{cutoffs[-1]}..{cutoffs[0]}, {n:,} examples, fitted in "
+                         f"{time.time() - started:.0f} s")
+    return Origin(day, models, judged, ex.fits[day])
+
+
+def _judge(origin: Origin, incumbent: dict[str, PipelineModel] | None, cfg: Config) -> None:
+    """Score every family, the baselines and the fairly judged champion at the origin."""
+    scored = origin.examples
+    for family, model in origin.models.items():
+        scored = predict(model, scored, f"m_{family}")
+    if incumbent:
+        scored = predict(incumbent["spend"], scored, f"m_{CHAMPION}")
+        scored = predict(incumbent["tier"], scored, "m_champion_t")
+    cuts = cfg["clv"]["tier_cuts"]
+    plain = [b for b in BASELINES if b not in origin.models]
+    for name in plain:
+        scored = scored.withColumn(f"{name}_tier", tier_of(F.col(name), cuts))
+    scored = scored.persist()
+    models = {f: (f"m_{f}_spend", f"m_{f}_tier") for f in origin.models}
+    models.update({n: (n, f"{n}_tier") for n in plain})
+    intervals = {f: (f"m_{f}_p10", f"m_{f}_p90") for f in origin.models}
+    if incumbent:
+        models[CHAMPION] = (f"m_{CHAMPION}_spend", "m_champion_t_tier")
+        intervals[CHAMPION] = (f"m_{CHAMPION}_p10", f"m_{CHAMPION}_p90")
+    b = cfg["clv"]["bootstrap"]
+    origin.scores = evaluate(scored, models, Bootstrap(b["draws"], b["confidence"], b["seed"],
+                                                       b["sample"]), intervals=intervals)
+    scored.unpersist()
+
+
+def _fingerprint(spark: SparkSession, root: str, cfg: Config, p: Plan) -> str:
+    versions = [lakehouse.version(spark, lakehouse.table_path(root, "silver", t))
+                for t in (FACT, CANCELLATIONS)]
+    payload = json.dumps({"inputs": versions, "clv": cfg["clv"],
+                          "origins": [str(o) for o in p.origins],
+                          "cutoffs": {str(o): [str(c) for c in cs] for o, cs in p.cutoffs.items()},
+                          "windows": cfg["segment"]["windows_days"]}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _load(name: str, ref: str) -> PipelineModel:
+    import mlflow.spark
+
+    return mlflow.spark.load_model(f"models:/{name}/{ref}" if ref.isdigit()
+                                   else f"models:/{name}@{ref}")
+
+
+def _registered(fingerprint: str) -> dict[str, dict[str, str]] | None:
+    """The versions a run with the same fingerprint registered, per family, or None."""
+    found = {f: {n: tracking.find_version(n, {FINGERPRINT: fingerprint, FAMILY: f})
+                 for n in (SPEND_MODEL, TIER_MODEL)} for f in FAMILIES}
+    if all(v for versions in found.values() for v in versions.values()):
+        return found
+    return None
+
+
+@dataclass
+class Champion:
+    """The registered champions before this run: versions, models, the origins they may be
+    judged on (after their last training label)."""
+
+    versions: dict[str, str]
+    models: dict[str, PipelineModel]
+    labels_end: dt.date | None
+
+
+def _champion(summary: StageSummary) -> Champion | None:
+    versions = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
+    if not all(versions.values()):
+        return None
+    try:
+        models = {"spend": _load(SPEND_MODEL, versions[SPEND_MODEL]),
+                  "tier": _load(TIER_MODEL, versions[TIER_MODEL])}
+    except Exception as exc:  # an older model this code cannot load
+        summary.notes.append(f"the champion could not be loaded ({type(exc).__name__}): it "
+                             "is not judged")
+        return None
+    ends = []
+    for name, version in versions.items():
+        tags = tracking.version_tags(name, version)
+        end = tags.get(LABELS_END) or tags.get("evaluation_date")
+        ends.append(dt.date.fromisoformat(end) if end else None)
+    labels_end = None if None in ends else max(ends)
+    return Champion(versions, models, labels_end)
+
+
+def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
+        horizon_days: int | None = None, backtest: bool = False,
+        use_champion: bool = False) -> StageSummary:
+    """Write gold/clv_backtest, _deciles, _calibration and gold/clv_predictions."""
+    start = time.time()
+    summary = StageSummary("clv")
+    cfg = _with_horizon(cfg, horizon_days)
+    data = _inputs(spark, root)
+    h = cfg["clv"]["horizon_days"]
+    p = plan(data.first_day, resolve_as_of(spark, root, cfg, as_of, section="clv"), h,
+             cfg["clv"], backtest)
+    _plan_notes(p, data, summary)
     tracking.configure(root, cfg)
-    scope = f"{T} h{h}"
+    scope = f"{p.as_of} h{h}"
     key = pipeline_run.stage_key(
-        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=T, horizon_days=h,
-        backtest=backtest, clv=cfg["clv"], windows=cfg["segment"]["windows_days"],
+        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=p.as_of,
+        horizon_days=h, backtest=backtest, clv=cfg["clv"], windows=cfg["segment"]["windows_days"],
         use_champion=use_champion,
         champions=[tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)]
         if use_champion else None)
-    outputs = [("gold", t) for t in (CLV_PREDICTIONS, CLV_BACKTEST, CLV_DECILES)]
+    outputs = [("gold", t) for t in (CLV_PREDICTIONS, clv_report.BACKTEST, clv_report.DECILES)]
     done = pipeline_run.completed_by(spark, root, "clv", scope, key, outputs)
     if done:
-        summary.notes.append(f"as of {T}, horizon {h} days: same inputs and settings as run "
-                             f"{done}; nothing written")
-        summary.seconds = time.time() - start
-        return summary
-    fingerprint = _fingerprint(spark, root, cfg, evaluation, cutoffs)
-    if use_champion:
-        reused = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
-        missing = [n for n, v in reused.items() if v is None]
-        if missing:
-            raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
-                             f"{', '.join(missing)} is registered yet")
+        summary.notes.append(f"as of {p.as_of}, horizon {h} days: same inputs and settings as "
+                             f"run {done}; nothing written")
     else:
-        reused = {n: tracking.version_with_tag(n, FINGERPRINT, fingerprint)
-                  for n in (SPEND_MODEL, TIER_MODEL)}
-    n_train = 0
-    if all(reused.values()):
-        spend_model = _load(SPEND_MODEL, reused[SPEND_MODEL])
-        tier_model = _load(TIER_MODEL, reused[TIER_MODEL])
-        summary.notes.append(
-            f"champion versions {reused[SPEND_MODEL]} / {reused[TIER_MODEL]}, not refitted"
-            if use_champion else "same inputs and settings as versions "
-            f"{reused[SPEND_MODEL]} / {reused[TIER_MODEL]}: not refitted")
-    else:
-        spend_model, tier_model, n_train = _train(spark, fact, cancellations, cutoffs, cfg,
-                                                  summary)
-    cached: list[DataFrame] = []
-    evaluated, eval_fits = examples(spark, fact, cancellations, evaluation, cfg, cached)
-    evaluated = evaluated.persist()
-    n_eval = evaluated.count()
-    _release(cached)
-    summary.rows_in = n_eval
-
-    with mlflow.start_run(run_name=f"clv {T} h{h}" + (" backtest" if backtest else ""),
-                          tags=pipeline_run.mlflow_tags("clv")) as run:
-        run_id = run.info.run_id
-        mlflow.log_params({"as_of": str(T), "horizon_days": h, "backtest": backtest,
-                           "use_champion": use_champion, "evaluation_date": str(evaluation),
-                           "training_cutoffs": ",".join(map(str, cutoffs)),
-                           "training_examples": n_train, "backtest_customers": n_eval,
-                           **{f"gbt_{k}": v for k, v in cfg["clv"]["gbt"].items()},
-                           "tier_mid": cfg["clv"]["tier_cuts"]["mid"],
-                           "tier_high": cfg["clv"]["tier_cuts"]["high"]})
-        _log_fits(eval_fits, "backtest_")
-        for fit in (eval_fits.bgnbd, eval_fits.paretonbd):
-            if not fit.dropout_identified:
-                summary.notes.append(f"{fit.model}: the data do not identify when customers "
-                                     "stop buying; its predictions assume no dropout")
-
-        cuts = cfg["clv"]["tier_cuts"]
-        candidate = _predict(spend_model, evaluated, {"predicted_spend": "gbt"})
-        candidate = _predict(tier_model, candidate, {"predicted_tier": "gbt_tier"}).persist()
-        rows, deciles = [], {}
-
-        def judge(df: DataFrame, name: str, role: str, version: str | None, spend: str,
-                  tier: str | None) -> dict:
-            s = spend_metrics(df, spend)
-            tiered = df if tier else df.withColumn("_tier", tier_of(F.col(spend), cuts))
-            t = tier_metrics(tiered, tier or "_tier")
-            deciles[name] = s.deciles
-            row = _metric_row(name, role, version, s, t)
-            rows.append(row)
-            return row
-
-        new = judge(candidate, "champion" if use_champion else "gbt",
-                    "champion" if use_champion else "candidate", None, "gbt", "gbt_tier")
-        for name in BASELINES:
-            judge(candidate, name, "baseline", None, name, None)
-        champions = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
-        held = None
-        if all(champions.values()) and [champions[SPEND_MODEL], champions[TIER_MODEL]] != [
-                reused[SPEND_MODEL], reused[TIER_MODEL]]:
-            try:
-                current = _predict(_load(SPEND_MODEL, champions[SPEND_MODEL]), evaluated,
-                                   {"predicted_spend": "champion"})
-                current = _predict(_load(TIER_MODEL, champions[TIER_MODEL]), current,
-                                   {"predicted_tier": "champion_tier"})
-                held = judge(current, "champion", "champion",
-                             f"{champions[SPEND_MODEL]}/{champions[TIER_MODEL]}", "champion",
-                             "champion_tier")
-            except Exception as exc:  # an older model that no longer fits today's features
-                summary.notes.append(f"champion could not score this backtest "
-                                     f"({type(exc).__name__}); the new models are compared "
-                                     "with nothing")
-        candidate.unpersist()
-
-        versions = dict(reused)
-        for model, name, metric in ((spend_model, SPEND_MODEL, "normalised_gini"),
-                                    (tier_model, TIER_MODEL, "tier_macro_f1")):
-            if versions[name] is None:
-                versions[name] = _register(model, name, {
-                    FINGERPRINT: fingerprint, "evaluation_date": evaluation, "horizon_days": h,
-                    metric: new[metric]})
-            current = champions[name]
-            if current is None:
-                tracking.set_champion(name, versions[name])
-                summary.notes.append(f"{name} version {versions[name]} is '{tracking.CHAMPION}' "
-                                     "(the first)")
-            elif current == versions[name]:
-                summary.notes.append(f"{name} '{tracking.CHAMPION}' stays version {current}")
-            elif held is None or (new[metric] or 0.0) > (held[metric] or 0.0):
-                tracking.set_champion(name, versions[name])
-                summary.notes.append(
-                    f"{name} version {versions[name]} beats version {current} on {metric} "
-                    f"({_num(new[metric])} vs {_num(held[metric] if held else None)}): "
-                    f"now '{tracking.CHAMPION}'")
-            else:
-                summary.notes.append(
-                    f"{name} version {versions[name]} does not beat version {current} on "
-                    f"{metric} ({_num(new[metric])} vs {_num(held[metric])}); "
-                    f"'{tracking.CHAMPION}' stays {current}")
-        rows[0]["model_version"] = f"{versions[SPEND_MODEL]}/{versions[TIER_MODEL]}"
-
-        for r in rows:
-            tag = r["model"]
-            mlflow.log_metrics({f"{tag}_{k}": r[k] for k in (
-                "rmse", "mae", "spearman", "normalised_gini", "top_decile_share",
-                "tier_accuracy", "tier_macro_f1") if r[k] is not None})
-        backtest_df = spark.createDataFrame(
-            [{**r, "as_of": evaluation, "horizon_days": h, "run_id": run_id} for r in rows],
-            "model string, role string, model_version string, customers long, rmse double, "
-            "mae double, spearman double, normalised_gini double, top_decile_share double, "
-            "tier_accuracy double, tier_macro_f1 double, tier_confusion string, as_of date, "
-            "horizon_days int, run_id string")
-        replace_as_of_horizon(backtest_df, lakehouse.table_path(root, "gold", CLV_BACKTEST),
-                              evaluation, h)
-        decile_df = spark.createDataFrame(
-            [{**d, "model": m, "as_of": evaluation, "horizon_days": h}
-             for m, ds in deciles.items() for d in ds],
-            "decile int, customers long, mean_predicted double, mean_actual double, "
-            "model string, as_of date, horizon_days int")
-        replace_as_of_horizon(decile_df, lakehouse.table_path(root, "gold", CLV_DECILES),
-                              evaluation, h)
-        table = _table(rows)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "clv_backtest.txt")
-            with open(path, "w") as fh:
-                fh.write("\n".join(table) + "\n")
-            mlflow.log_artifact(path)
-
-        if backtest:
-            current_features = evaluated
-        else:
-            current_features, fits = features_at(spark, fact, cancellations, T, cfg, cached)
-            _log_fits(fits, "scoring_")
-        final = {n: tracking.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)}
-        import mlflow.spark
-
-        scored = _predict(mlflow.spark.load_model(f"models:/{SPEND_MODEL}@{tracking.CHAMPION}"),
-                          current_features, {"predicted_spend": "predicted_spend"})
-        scored = _predict(mlflow.spark.load_model(f"models:/{TIER_MODEL}@{tracking.CHAMPION}"),
-                          scored, {"predicted_tier": "predicted_tier"})
-        actual = (F.col("actual_spend") if backtest else F.lit(None).cast("double"))
-        actual_tier = (F.col("actual_tier") if backtest else F.lit(None).cast("string"))
-        predictions = scored.select(
-            "customer_id", F.lit(T).alias("as_of"), F.lit(h).alias("horizon_days"),
-            "predicted_spend", "predicted_tier",
-            F.col("bgnbd_p_alive").alias("p_alive"),
-            F.col("bgnbd_purchases").alias("expected_purchases"),
-            F.lit(SPEND_MODEL).alias("spend_model"),
-            F.lit(final[SPEND_MODEL]).alias("spend_model_version"),
-            F.lit(TIER_MODEL).alias("tier_model"),
-            F.lit(final[TIER_MODEL]).alias("tier_model_version"),
-            actual.alias("actual_spend"), actual_tier.alias("actual_tier"),
-            F.lit(run_id).alias("run_id"))
-        pred_path = lakehouse.table_path(root, "gold", CLV_PREDICTIONS)
-        replace_as_of_horizon(predictions, pred_path, T, h)
-        evaluated.unpersist()
-        _release(cached)
-        written = lakehouse.read(spark, pred_path).where(
-            (F.col("as_of") == F.lit(T)) & (F.col("horizon_days") == h))
-        tiers = {r["predicted_tier"]: r["count"]
-                 for r in written.groupBy("predicted_tier").count().collect()}  # three rows
-        total = written.agg(F.sum("predicted_spend")).first()[0] or 0.0
-        summary.rows_out["gold/clv_predictions"] = sum(tiers.values())
-        summary.rows_out["gold/clv_backtest"] = len(rows)
-        summary.notes.append(
-            f"predicted spend in the next {h} days: {total:,.0f} over "
-            f"{sum(tiers.values()):,} customers (tiers: "
-            + ", ".join(f"{t} {tiers.get(t, 0):,}" for t in ("High", "Mid", "Low")) + ")")
-        summary.notes.append(f"scored by {SPEND_MODEL} v{final[SPEND_MODEL]}, {TIER_MODEL} "
-                             f"v{final[TIER_MODEL]}; mlflow run {run_id}")
-        summary.notes.append(f"backtest at {evaluation} ({n_eval:,} customers, Gini* = "
-                             "normalised Gini, top10% = share of actual spend in the top "
-                             "predicted decile):")
-        summary.notes.extend(table)
+        try:
+            _run(spark, root, cfg, p, data, backtest, use_champion, summary)
+        finally:
+            data.history.unpersist()
     summary.seconds = time.time() - start
-    pipeline_run.record_completion(spark, root, "clv", scope, key, summary.seconds)
+    if not done:
+        pipeline_run.record_completion(spark, root, "clv", scope, key, summary.seconds)
     return summary
 
 
-def replace_as_of_horizon(df: DataFrame, path: str, as_of: dt.date, horizon: int) -> None:
-    """Replace the rows of one (as-of date, horizon); other dates and horizons are kept."""
-    lakehouse.replace_where(
-        df, path, f"as_of = DATE'{as_of.isoformat()}' AND horizon_days = {horizon}", "as_of")
+def _with_horizon(cfg: Config, horizon_days: int | None) -> Config:
+    cfg = {**cfg, "clv": {**cfg["clv"]}}
+    if horizon_days is not None:
+        if horizon_days < 1:
+            raise InputError(f"--horizon-days must be at least 1, got {horizon_days}")
+        cfg["clv"]["horizon_days"] = horizon_days
+    return cfg
+
+
+def _plan_notes(p: Plan, data: Inputs, summary: StageSummary) -> None:
+    end = p.evaluation + dt.timedelta(days=p.horizon)
+    if end > data.last_day + dt.timedelta(days=1):
+        summary.notes.append(f"warning: the data end on {data.last_day}, so actual spend "
+                             f"covers only part of [{p.evaluation}, {end})")
+    summary.notes.append(f"as of {p.as_of}, horizon {p.horizon} days; origins "
+                         f"{', '.join(map(str, p.origins))}")
+    summary.notes.extend(p.notes)
+
+
+def _run(spark: SparkSession, root: str, cfg: Config, p: Plan, data: Inputs, backtest: bool,
+         use_champion: bool, summary: StageSummary) -> None:
+    """Fit or reuse, judge, promote, write the backtest, score: the stage's work."""
+    import mlflow
+
+    fingerprint = _fingerprint(spark, root, cfg, p)
+    reuse = None if use_champion else _registered(fingerprint)
+    champion = _champion(summary)
+    if use_champion and champion is None:
+        raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
+                         f"{SPEND_MODEL} and {TIER_MODEL} is registered yet")
+    with mlflow.start_run(run_name=f"clv {p.as_of} h{p.horizon}" + (
+            " backtest" if backtest else ""), tags=pipeline_run.mlflow_tags("clv")) as run:
+        mlflow.log_params({"as_of": str(p.as_of), "horizon_days": p.horizon,
+                           "backtest": backtest, "use_champion": use_champion,
+                           "origins": ",".join(map(str, p.origins)),
+                           "cutoffs": ",".join(map(str, p.cutoffs[p.evaluation])),
+                           **{f"blend_{k}": v for k, v in cfg["clv"]["blend"].items()},
+                           **{f"gbt_{k}": v for k, v in cfg["clv"]["gbt"].items()}})
+        ex = build_examples(spark, data, p, cfg, summary)
+        _log_fits(ex.fits[p.evaluation], summary)
+        try:
+            origins = _origins(p, ex, cfg, reuse, champion, use_champion, summary)
+            if use_champion:
+                versions, registered = champion.versions, {}
+                served = {n: CHAMPION for n in versions}
+                summary.notes.append(f"champion versions {versions[SPEND_MODEL]} / "
+                                     f"{versions[TIER_MODEL]}, not refitted")
+            else:
+                versions, registered, served = _promote(origins, p, champion, reuse,
+                                                        fingerprint, cfg, summary)
+            summary.step("writing the backtest")
+            rows = clv_report.write_backtest(spark, root, origins, p, versions, registered,
+                                             served, cfg, run.info.run_id)
+            clv_report.write_calibration(spark, root, data.history.invoices, origins[0], p)
+            summary.rows_in = origins[0].scores["past_spend_rate"].metrics["customers"]
+            summary.notes.extend(clv_report.table(rows))
+            summary.step(f"scoring {p.as_of} with the champions")
+            current = ex.judged.where(F.col("as_of") == F.lit(p.as_of))
+            _score(spark, root, current, p, backtest, run.info.run_id, summary)
+        finally:
+            ex.release()
+    summary.notes.append(f"mlflow run {run.info.run_id}")
+
+
+def _log_fits(fits: BtydFits, summary: StageSummary) -> None:
+    """The BTYD parameters at E in MLflow, and a note when the data leave dropout unknown."""
+    import mlflow
+
+    for fit in (fits.bgnbd, fits.paretonbd, fits.gammagamma):
+        mlflow.log_params({f"{fit.model}_{k}": round(v, 6) for k, v in fit.params.items()})
+        mlflow.log_param(f"{fit.model}_dropout_identified", fit.dropout_identified)
+    for fit in (fits.bgnbd, fits.paretonbd):
+        if not fit.dropout_identified:
+            summary.notes.append(f"{fit.model}: the data do not identify when customers stop "
+                                 "buying; its predictions assume no dropout")
+
+
+def _origins(p: Plan, ex: Examples, cfg: Config, reuse: dict | None,
+             champion: Champion | None, use_champion: bool,
+             summary: StageSummary) -> list[Origin]:
+    """Each origin fitted (or its registered models reused) and judged."""
+    reused: dict[dt.date, dict[str, PipelineModel] | None] = dict.fromkeys(p.origins)
+    if use_champion:
+        reused = {day: {} for day in p.origins}
+    elif reuse is not None:
+        reused[p.evaluation] = {f: _load(SPEND_MODEL, reuse[f][SPEND_MODEL]) for f in FAMILIES}
+        summary.notes.append("same inputs and settings as registered versions "
+                             f"{reuse['blend'][SPEND_MODEL]} ...: not refitted")
+    origins = run_all([lambda d=day: _fit_origin(d, p.cutoffs[d], ex, cfg, reused[d], summary)
+                       for day in p.origins])
+
+    def judge(origin: Origin) -> None:
+        fair = champion is not None and champion.labels_end is not None \
+            and origin.day >= champion.labels_end
+        summary.step(f"origin {origin.day}: judging")
+        _judge(origin, champion.models if fair else None, cfg)
+
+    run_all([lambda o=o: judge(o) for o in origins])
+    return origins
+
+
+def _results(origins: list[Origin], metric: str, names: list[str], total: bool
+             ) -> dict[str, promotion.Results]:
+    out: dict[str, promotion.Results] = {}
+    for origin in origins:
+        for name in names:
+            s = origin.scores.get(name)
+            if s is None:
+                continue
+            m = s.metrics
+            error = (abs(m["predicted_total"] - m["actual_total"]) if total else None)
+            out.setdefault(name, {})[origin.day] = promotion.Result(
+                m.get(metric), s.draws.get(metric), error)
+    return out
+
+
+def _promote(origins: list[Origin], p: Plan, champion: Champion | None, reuse: dict | None,
+             fingerprint: str, cfg: Config, summary: StageSummary
+             ) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]:
+    """Register the new models, decide the champions and point the aliases at them; return
+    the champion versions, the registered versions per family and the family each serves."""
+    confidence = cfg["clv"]["bootstrap"]["confidence"]
+    summary.step("registering the models of origin E" if reuse is None else "promoting")
+    registered = reuse or _register(origins[0], p, fingerprint)
+    versions, served = {}, {}
+    for name, metric, label, total in ((SPEND_MODEL, "normalised_gini", "normalised Gini", True),
+                                       (TIER_MODEL, "tier_macro_f1", "macro-F1", False)):
+        candidates = _results(origins, metric, list(FAMILIES), total)
+        baselines = _results(origins, metric, list(BASELINES), total)
+        incumbent = None
+        held = _results(origins, metric, [CHAMPION], total).get(CHAMPION)
+        if champion is not None and held:
+            incumbent = (f"version {champion.versions[name]}", held)
+        decision = promotion.choose(candidates, baselines, incumbent, label, confidence, total)
+        summary.notes.extend(f"{name}: {n}" for n in decision.notes)
+        if decision.winner in FAMILIES:
+            versions[name] = registered[decision.winner][name]
+            served[name] = decision.winner
+            tracking.set_champion(name, versions[name])
+        else:
+            versions[name] = champion.versions[name]
+            served[name] = CHAMPION
+        summary.notes.append(f"{name} '{tracking.CHAMPION}': version {versions[name]} "
+                             f"({served[name]})")
+    return versions, registered, served
+
+
+def _register(origin: Origin, p: Plan, fingerprint: str) -> dict[str, dict[str, str]]:
+    """Log each family's model of origin E once and register it as a spend and a tier model."""
+    out = {}
+    uris = tracking.log_spark_models(origin.models, "clv")
+    for family, uri in uris.items():
+        tags = {FINGERPRINT: fingerprint, FAMILY: family, LABELS_END: p.evaluation,
+                "horizon_days": p.horizon}
+        for name, metric in ((SPEND_MODEL, "normalised_gini"), (TIER_MODEL, "tier_macro_f1")):
+            value = origin.scores[family].metrics.get(metric)
+            out.setdefault(family, {})[name] = tracking.register(
+                uri, name, {**tags, metric: value})
+    return out
+
+
+def _score(spark: SparkSession, root: str, current: DataFrame, p: Plan, backtest: bool,
+           run_id: str, summary: StageSummary) -> None:
+    """gold/clv_predictions at T from the champions."""
+    spend_v = tracking.champion_version(SPEND_MODEL)
+    tier_v = tracking.champion_version(TIER_MODEL)
+    scored = predict(_load(SPEND_MODEL, spend_v), current, "s")
+    scored = predict(_load(TIER_MODEL, tier_v), scored, "t")
+    families = {n: tracking.version_tags(n, v).get(FAMILY, "gbt")
+                for n, v in ((SPEND_MODEL, spend_v), (TIER_MODEL, tier_v))}
+    clv_report.write_predictions(spark, root, scored, p, backtest, run_id,
+                                 {SPEND_MODEL: spend_v, TIER_MODEL: tier_v}, families, summary)

@@ -290,9 +290,20 @@ def _validate_outputs(cfg: Config) -> None:
 
 def _validate_clv(clv: Config) -> None:
     _check_date(clv["as_of"], "clv.as_of")
-    for key in ("horizon_days", "training_windows", "training_sample"):
+    for key in ("horizon_days", "origins", "origin_step_days", "snapshot_step_days",
+                "max_snapshots", "min_history_days", "training_sample"):
         if clv[key] < 1:
             raise ConfigError(f"'clv.{key}' must be at least 1, got {clv[key]}")
+    weights = clv["blend"]
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigError(f"'clv.blend' needs weights of 0 or more, not all 0, got {weights}")
+    boot = clv["bootstrap"]
+    if boot["draws"] < 0 or boot["sample"] < 100:
+        raise ConfigError("'clv.bootstrap' needs draws >= 0 and sample >= 100, got "
+                          f"{boot['draws']} and {boot['sample']}")
+    if not 0.5 <= boot["confidence"] < 1.0:
+        raise ConfigError(f"'clv.bootstrap.confidence' must be in [0.5, 1), got "
+                          f"{boot['confidence']}")
     cuts = clv["tier_cuts"]
     if set(cuts) != {"mid", "high"} or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in cuts.values()):

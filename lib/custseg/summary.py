@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 
@@ -16,6 +18,13 @@ class StageSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    _steps: list[tuple[float, str]] = field(default_factory=list, repr=False)
+
+    def step(self, message: str) -> None:
+        """Print a step of a long stage as it starts, so a long stage is never silent."""
+        now = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
+        print(f"{now} [{self.stage}]   {message}", flush=True)
+        self._steps.append((time.time(), message))
 
     def lines(self) -> list[str]:
         """The summary as printable lines."""

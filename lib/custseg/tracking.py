@@ -49,8 +49,9 @@ def configure(root: str, cfg: Config) -> str:
 
 
 def log_spark_model(model: PipelineModel, artifact_path: str,
-                    registered_model_name: str) -> ModelInfo:
-    """Log and register a fitted Spark ML model in the active run; return MLflow's ModelInfo.
+                    registered_model_name: str | None = None) -> ModelInfo:
+    """Log (and register, given a name) a fitted Spark ML model in the active run; return
+    MLflow's ModelInfo.
 
     The requirements are the installed versions of ``MODEL_PACKAGES``, given rather than
     inferred: inference imports the model in a subprocess, about 18 s a model on 2 cores.
@@ -63,6 +64,59 @@ def log_spark_model(model: PipelineModel, artifact_path: str,
     return mlflow.spark.log_model(model, artifact_path=artifact_path,
                                   registered_model_name=registered_model_name,
                                   pip_requirements=requirements)
+
+
+def log_spark_models(models: dict[str, PipelineModel], prefix: str) -> dict[str, str]:
+    """Log several fitted Spark ML models in the active run, saved side by side (the saves
+    are mostly Spark jobs), each under ``{prefix}-{key}``; return their model URIs."""
+    import tempfile
+    from importlib.metadata import version
+
+    import mlflow
+    import mlflow.spark
+
+    from custseg.threads import run_all
+
+    requirements = [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
+    run_id = mlflow.active_run().info.run_id
+    with tempfile.TemporaryDirectory(prefix="custseg-models-") as tmp:
+        paths = {k: f"{tmp}/{prefix}-{k}" for k in models}
+        run_all([lambda k=k, m=m: mlflow.spark.save_model(m, paths[k],
+                                                          pip_requirements=requirements)
+                 for k, m in models.items()])
+        for k, path in paths.items():
+            mlflow.log_artifacts(path, artifact_path=f"{prefix}-{k}")
+    return {k: f"runs:/{run_id}/{prefix}-{k}" for k in models}
+
+
+def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
+    """Register a logged model under ``name`` with tags; return the new version.
+
+    One logged model may be registered under several names (a customer-value model is both a
+    spend and a tier model) without saving it twice.
+    """
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name,
+                                    tags={k: str(v) for k, v in tags.items()})
+    return str(version.version)
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of one registered version."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_model_version(name, str(version)).tags)
+
+
+def find_version(name: str, tags: dict[str, str]) -> str | None:
+    """The newest registered version of ``name`` carrying all of ``tags``."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    hits = [int(v.version) for v in versions
+            if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    return str(max(hits)) if hits else None
 
 
 def set_champion(name: str, version: str | int) -> None:
@@ -92,11 +146,7 @@ def champion_version(name: str) -> str | None:
 
 def version_with_tag(name: str, key: str, value: str) -> str | None:
     """The newest registered version of ``name`` whose tag ``key`` equals ``value``."""
-    from mlflow import MlflowClient
-
-    versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    hits = [int(v.version) for v in versions if v.tags.get(key) == value]
-    return str(max(hits)) if hits else None
+    return find_version(name, {key: value})
 
 
 def list_models() -> list[dict]:

@@ -1,0 +1,42 @@
+"""Independent Spark work in threads: small fits and queries spend most of their time in job
+scheduling, not in tasks, so two of them at once keep both cores busy (two GBT fits of 10,000
+rows: 26.7 s one after the other, 16.0 s side by side on 2 cores)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """The results of ``tasks`` run side by side, in order; the first error is raised.
+
+    Threads are pyspark's ``InheritableThread``, so each carries the caller's Spark local
+    properties (the stage tag and job descriptions the event logs and the Spark UI show).
+    """
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    from pyspark import InheritableThread
+
+    results: list[object] = [None] * len(tasks)
+    errors: list[BaseException | None] = [None] * len(tasks)
+
+    def runner(i: int) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                results[i] = tasks[i]()
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors[i] = exc
+        return run
+
+    threads = [InheritableThread(target=runner(i)) for i in range(len(tasks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results  # type: ignore[return-value]
