@@ -1,10 +1,11 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # 03 · Customer value
-# MAGIC Next-period spend and a Low/Mid/High tier per customer: GBT models trained on earlier
-# MAGIC cutoffs, judged out of time against simple and probabilistic (BG/NBD, Pareto/NBD,
-# MAGIC Gamma-Gamma) baselines, registered in MLflow; the champion scores every customer.
-# MAGIC Needs notebook 01.
+# MAGIC Next-period spend with its 80% interval and a Low/Mid/High tier per customer. Every
+# MAGIC model family (a hurdle GBT, BG/NBD and Pareto/NBD with Gamma-Gamma, the past spend
+# MAGIC rate, a blend) is trained on earlier cutoffs, judged out of time at several origins with
+# MAGIC bootstrap intervals, and registered in MLflow; the champion, whatever its family,
+# MAGIC scores every customer. Needs notebook 01.
 # MAGIC
 # MAGIC **Parameters:** `lakehouse`, `as_of` (empty: the day after the last invoice),
 # MAGIC `horizon_days` (empty: `clv.horizon_days`), `backtest` (`true` scores at `as_of` and
@@ -50,13 +51,21 @@ def table(name):
 
 backtest = table("clv_backtest")
 when = backtest.agg(F.max("as_of")).first()[0]
-notebook.show(backtest.where(F.col("as_of") == when)
-              .select("model", "role", "model_version", "customers", "normalised_gini",
-                      "spearman", "top_decile_share", "mae", "tier_macro_f1")
+# each model's mean over the origins (origin empty) with its 90% interval
+notebook.show(backtest.where((F.col("as_of") == when) & F.col("origin").isNull())
+              .select("model", "role", "served", "model_version", "normalised_gini",
+                      "normalised_gini_low", "normalised_gini_high", "spearman",
+                      "top_decile_share", "tier_macro_f1", "interval_coverage")
               .orderBy(F.desc("normalised_gini")), display)
+served = backtest.where((F.col("as_of") == when) & F.col("served").contains("spend")) \
+    .select("model").first()
 notebook.show(table("clv_backtest_deciles")
-              .where((F.col("as_of") == when) & F.col("model").isin("gbt", "champion"))
+              .where((F.col("as_of") == when) & (F.col("origin") == when)
+                     & (F.col("model") == (served[0] if served else "blend")))
               .orderBy("decile"), display)
+# expected against actual purchases: by repeat purchases before, and over the horizon
+notebook.show(table("clv_calibration").where(F.col("as_of") == when).orderBy("kind", "x"),
+              display)
 
 # COMMAND ----------
 

@@ -22,7 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 EXPECTED_CHARTS = {
     "sales-trend", "sales-country", "sales-products", "purchase-nature", "segment-sizes",
     "rf-heatmap", "value-tiers", "cluster-scatter", "cluster-elbow", "cluster-silhouette",
-    "spend-distribution", "predicted-tiers", "backtest-deciles", "segment-migration",
+    "spend-distribution", "predicted-tiers", "backtest-deciles", "calibration-repeat",
+    "calibration-cumulative", "segment-migration",
     "quarantine-reasons",
 }
 FAST = ["cluster.k_max=4", "spark.shuffle_partitions=2"]

@@ -186,21 +186,39 @@ def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
         out["retain"] = _rows(insights.customers_to_retain(
             segments, at, cfg["dashboard"]["top_customers"],
             cfg["dashboard"]["retain_segments"]))
+    out.update(_backtest(spark, root))
+    return out
+
+
+def _backtest(spark: SparkSession, root: str) -> dict:
+    """The latest backtest: each model's mean over the origins (or its one origin), the served
+    spend model's deciles at the evaluation date, and the BTYD calibration."""
     deciles = _table(spark, root, "gold", "clv_backtest_deciles")
     backtest = _table(spark, root, "gold", "clv_backtest")
-    if deciles is not None and backtest is not None:
-        when = _latest(backtest)
-        bt = backtest.where(F.col("as_of") == F.lit(when))
-        h = bt.agg(F.max("horizon_days")).first()[0]
-        bt = bt.where(F.col("horizon_days") == h)
-        out["backtest"] = _rows(bt.orderBy(F.desc_nulls_last("normalised_gini"), "model"))
-        out["backtest_as_of"], out["backtest_horizon"] = when, h
-        ours = [r["model"] for r in out["backtest"] if r["role"] in ("candidate", "champion")]
-        if ours:
-            out["deciles_model"] = ours[0]
-            out["deciles"] = _rows(deciles.where(
-                (F.col("as_of") == F.lit(when)) & (F.col("horizon_days") == h)
-                & (F.col("model") == ours[0])).orderBy("decile"))
+    if deciles is None or backtest is None:
+        return {}
+    when = _latest(backtest)
+    bt = backtest.where(F.col("as_of") == F.lit(when))
+    h = bt.agg(F.max("horizon_days")).first()[0]
+    bt = bt.where(F.col("horizon_days") == h)
+    out: dict[str, Any] = {"backtest_as_of": when, "backtest_horizon": h}
+    means = bt.where(F.col("origin").isNull())
+    shown = means if means.limit(1).count() else bt.where(F.col("origin") == F.lit(when))
+    out["backtest"] = _rows(shown.orderBy(F.desc_nulls_last("normalised_gini"), "model"))
+    out["origins"] = sorted(r[0] for r in bt.select("origin").distinct().collect()
+                            if r[0] is not None)  # a few origins
+    served = [r["model"] for r in out["backtest"] if "spend" in (r.get("served") or "")]
+    ours = served or [r["model"] for r in out["backtest"]
+                      if r["role"] in ("candidate", "champion")]
+    if ours:
+        out["deciles_model"] = ours[0]
+        out["deciles"] = _rows(deciles.where(
+            (F.col("as_of") == F.lit(when)) & (F.col("horizon_days") == h)
+            & (F.col("origin") == F.lit(when)) & (F.col("model") == ours[0])).orderBy("decile"))
+    calibration = _table(spark, root, "gold", "clv_calibration")
+    if calibration is not None:
+        out["calibration"] = _rows(calibration.where(
+            (F.col("as_of") == F.lit(when)) & (F.col("horizon_days") == h)).orderBy("kind", "x"))
     return out
 
 
@@ -500,15 +518,27 @@ def _value_html(v: dict, ch: _Charts, cur: str) -> str:
                                 f"({v['backtest_horizon']} days): {v['deciles_model']} by "
                                 "predicted decile (D1 = highest)", barmode="group")
         parts.append(ch.div(fig, "backtest-deciles"))
+    if v.get("calibration"):
+        parts.append(_calibration_html(v, ch))
     if v.get("backtest"):
-        parts.append(_html_table(v["backtest"], [
-            ("model", "model", _num), ("role", "role", _num),
-            ("version", "model_version", _num), ("customers", "customers", _num),
-            ("normalised Gini", "normalised_gini", lambda x: _num(x, 3)),
-            ("Spearman", "spearman", lambda x: _num(x, 3)),
-            ("top-decile share", "top_decile_share", _pct),
-            ("MAE", "mae", lambda x: _num(x, 1)),
-            ("tier macro-F1", "tier_macro_f1", lambda x: _num(x, 3))], "clv-backtest"))
+        origins = v.get("origins") or []
+        span = (f"mean over {len(origins)} origins ({', '.join(map(str, origins))})"
+                if len(origins) > 1 else f"at {v['backtest_as_of']}")
+        parts.append(f"<h3>Backtest, {html.escape(span)}, with 90% bootstrap intervals</h3>")
+        rows = [{**r, **{f"{m}_shown": _with_interval(r, m) for m in (
+            "normalised_gini", "spearman", "top_decile_share", "tier_macro_f1")},
+            "ratio": (r["predicted_total"] / r["actual_total"]
+                      if r.get("predicted_total") is not None and r.get("actual_total")
+                      else None)} for r in v["backtest"]]
+        parts.append(_html_table(rows, [
+            ("model", "model", _num), ("role", "role", _num), ("serves", "served", _num),
+            ("version", "model_version", _num),
+            ("normalised Gini", "normalised_gini_shown", _num),
+            ("Spearman", "spearman_shown", _num),
+            ("top-decile share", "top_decile_share_shown", _num),
+            ("tier macro-F1", "tier_macro_f1_shown", _num),
+            ("predicted / actual spend", "ratio", lambda x: _num(x, 2)),
+            ("inside the 80% interval", "interval_coverage", _pct)], "clv-backtest"))
     if "retain" in v:
         parts.append("<h3>Top customers to retain</h3>")
         parts.append(_html_table(v["retain"], [
@@ -519,6 +549,44 @@ def _value_html(v: dict, ch: _Charts, cur: str) -> str:
             ("predicted spend", "predicted_spend", lambda x: _money(x, cur)),
             ("tier", "predicted_tier", _num),
             ("P(alive)", "p_alive", lambda x: _num(x, 2))], "retain"))
+    return "".join(parts)
+
+
+def _with_interval(row: dict, metric: str) -> str:
+    """A metric and its bootstrap interval, e.g. "0.712 (0.64 to 0.78)"; shares in percent."""
+    value, low, high = row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high")
+    if value is None:
+        return "-"
+    pct = metric == "top_decile_share"
+    shown = f"{value:.1%}" if pct else f"{value:.3f}"
+    if low is None or high is None:
+        return shown
+    return f"{shown} ({low:.1%} to {high:.1%})" if pct else f"{shown} ({low:.2f} to {high:.2f})"
+
+
+def _calibration_html(v: dict, ch: _Charts) -> str:
+    import plotly.graph_objects as go
+
+    parts = []
+    for kind, chart_id, title, x_title in (
+            ("by_repeat", "calibration-repeat", "Purchases in the horizon by repeat purchases "
+             "before it (per customer)", "repeat purchases before (7 = 7 or more)"),
+            ("cumulative", "calibration-cumulative", "Cumulative purchases over the horizon "
+             "(all customers)", "days into the horizon")):
+        rows = [r for r in v["calibration"] if r["kind"] == kind]
+        if not rows:
+            continue
+        xs = [r["x"] for r in rows]
+        fig = go.Figure([go.Scatter(x=xs, y=[r["actual"] for r in rows], name="actual",
+                                    mode="lines+markers"),
+                         go.Scatter(x=xs, y=[r["expected_bgnbd"] for r in rows],
+                                    name="BG/NBD", mode="lines+markers"),
+                         go.Scatter(x=xs, y=[r["expected_paretonbd"] for r in rows],
+                                    name="Pareto/NBD", mode="lines+markers")])
+        fig.update_layout(title=f"{title}: expected against actual, from "
+                                f"{v['backtest_as_of']}", xaxis_title=x_title,
+                          yaxis_title="purchase days")
+        parts.append(ch.div(fig, chart_id, height=340))
     return "".join(parts)
 
 
