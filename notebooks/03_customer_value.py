@@ -51,8 +51,11 @@ def table(name):
 
 backtest = table("clv_backtest")
 when = backtest.agg(F.max("as_of")).first()[0]
-# each model's mean over the origins (origin empty) with its 90% interval
-notebook.show(backtest.where((F.col("as_of") == when) & F.col("origin").isNull())
+latest = backtest.where(F.col("as_of") == when)
+means = latest.where(F.col("origin").isNull())
+# each model's mean over the origins (origin empty; its one origin if only one) with its
+# 90% interval
+notebook.show((means if means.limit(1).count() else latest)
               .select("model", "role", "served", "model_version", "normalised_gini",
                       "normalised_gini_low", "normalised_gini_high", "spearman",
                       "top_decile_share", "tier_macro_f1", "interval_coverage")
