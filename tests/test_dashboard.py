@@ -189,3 +189,53 @@ def test_drift_flags_match_the_report_and_tag_the_champions(browser_page, built,
         version = tracking.champion_version(name)
         tags = MlflowClient().get_model_version(name, version).tags
         assert tags["needs_retraining"] == ("true" if model_drift else "false")
+
+
+HOSTILE = ('<img src=x onerror="window.__xss=1">',
+           '</script><script>window.__xss=2</script>',
+           '"><svg onload="window.__xss=3">')
+
+
+def _hostile(value):
+    """Every text from the data (countries, products, segments) replaced by a hostile one."""
+    if isinstance(value, dict):
+        return {k: (HOSTILE[len(k) % 3] if k in ("country", "main_country", "description",
+                                                 "segment", "stock_code")
+                    and isinstance(v, str) else _hostile(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hostile(v) for v in value]
+    return value
+
+
+def test_text_from_the_data_is_shown_as_text_and_never_runs(built, spark, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from custseg import dashboard
+    from custseg.config import load_config
+
+    settings = load_config(overrides=FAST)
+    page_data = dashboard.collect(spark, built["root"], settings)
+    page_data.sections = _hostile(page_data.sections)
+    out = tmp_path / "hostile.html"
+    out.write_text(dashboard.render(page_data, settings), encoding="utf-8")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: errors.append(f"dialog {d.message}"))
+        page.goto(out.as_uri(), wait_until="load")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')]"
+            ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
+        ran = page.evaluate("() => window.__xss")
+        injected = page.evaluate("() => document.querySelectorAll("
+                                 "'img[src=x], svg[onload], script:not([type])').length")
+        table_text = page.locator("#country-activity").inner_text()
+        charts = page.get_attribute("main", "data-charts").split()
+        browser.close()
+    assert errors == []
+    assert ran is None and injected == 0
+    assert any(h in table_text for h in HOSTILE)  # shown as the text it is
+    assert set(charts) == EXPECTED_CHARTS

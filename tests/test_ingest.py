@@ -259,3 +259,65 @@ def test_bad_config_exits_2_before_spark(capsys, tmp_path):
 def test_refine_without_bronze(capsys, spark, tmp_path):
     code, err = _fails(capsys, ["refine", "--lakehouse", str(tmp_path / "none"), *FAST])
     assert code == 2 and "no bronze table; run 'custseg ingest' first" in err[0]
+
+
+def _corrupt_pages(path):
+    """A parquet file whose footer reads but whose column chunks do not decompress."""
+    n = 5000
+    pd.DataFrame({"InvoiceNo": [str(536365 + i) for i in range(n)], "StockCode": ["85123A"] * n,
+                  "Description": ["X" * 20] * n, "Quantity": list(range(1, n + 1)),
+                  "InvoiceDate": ["2010-12-01 08:26:00"] * n, "UnitPrice": [2.55] * n,
+                  "CustomerID": [17850] * n, "Country": ["United Kingdom"] * n}
+                 ).to_parquet(path, compression="snappy", index=False)
+    data = bytearray(path.read_bytes())
+    for i in range(100, len(data) // 2, 97):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_corrupt_content_found_while_reading_is_one_line_and_writes_nothing(
+        capsys, spark, tmp_path):
+    import zipfile
+
+    parquet = _corrupt_pages(tmp_path / "pages.parquet")
+    good = make_xlsx(tmp_path / "good.xlsx")
+    book = str(tmp_path / "cells.xlsx")
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(book, "w") as zout:
+        for item in zin.infolist():  # the sheet points at a shared string that is not there
+            zout.writestr(item, b"<worksheet><sheetData><row><c r='A1' t='s'><v>99</v></c>"
+                                b"</row></sheetData></worksheet>"
+                          if item.filename.startswith("xl/worksheets/") else zin.read(item))
+    root = str(tmp_path / "lh")
+    for src, message, end in [
+            (parquet, f"{parquet}: cannot be read as parquet (", "); nothing was written"),
+            (book, f"{book}: sheet 'Online Retail' cannot be read (Cell string index not found "
+                   "in shared strings table)", ")")]:
+        code, err = _fails(capsys, ["ingest", "--lakehouse", root, "--input", src, *FAST])
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith(f"custseg ingest: error: {message}"), err
+        assert err[0].endswith(end), err
+        assert "Exception" not in err[0]
+    assert not lakehouse.exists(spark, lakehouse.table_path(root, "bronze", "raw_invoices"))
+
+
+def test_a_commit_the_storage_refuses_is_one_line_and_the_table_stays(capsys, spark, cfg,
+                                                                      tmp_path):
+    import subprocess
+
+    root = str(tmp_path / "lh")
+    ingest(spark, make_xlsx(tmp_path / "ok.xlsx"), root, cfg)
+    path = lakehouse.table_path(root, "bronze", "raw_invoices")
+    before = lakehouse.version(spark, path)
+    log_dir = f"{path}/_delta_log"
+    if subprocess.run(["chattr", "+i", log_dir], capture_output=True).returncode:
+        pytest.skip("chattr +i (an immutable folder) is not available here")
+    try:
+        code, err = _fails(capsys, ["ingest", "--lakehouse", root, "--input",
+                                    make_xlsx(tmp_path / "more.xlsx", rows=ROWS[:1]), *FAST])
+    finally:
+        subprocess.run(["chattr", "-i", log_dir], check=True)
+    assert code == 1
+    assert err == [f"custseg ingest: error: cannot write {log_dir} (Operation not permitted); "
+                   "every table is at its last commit"]
+    assert lakehouse.version(spark, path) == before

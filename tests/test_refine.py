@@ -359,3 +359,60 @@ def test_bronze_keeps_row_counts_and_the_fact_min_max_only_on_its_filter_columns
     assert sum(s["numRecords"] for s in fact_stats) == scanned(fact)
     assert {k for s in fact_stats for k in s["minValues"]} == {"invoice_date", "customer_id"}
     assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None
+
+
+# Implausible lines: quarantined with a reason, so they move neither the as-of date nor a score.
+PLAUSIBLE = [
+    "600001,85123A,A,6,2011-01-10 10:00:00,2.00,20001,United Kingdom",
+    "600002,85123A,A,2,2011-02-10 10:00:00,3.00,20002,France",
+    "600010,85123A,A,1000000,2011-01-13 10:00:00,0.01,20001,United Kingdom",
+    "C600011,85123A,A,-1,2011-01-20 10:00:00,2.00,20001,United Kingdom",
+]
+
+
+def _implausible_rows():
+    soon = (dt.datetime.now() + dt.timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
+    return {
+        5: ("600003,85123A,A,1,2099-01-01 10:00:00,2.00,20001,United Kingdom",
+            "future_invoice_date"),
+        6: ("C600004,85123A,A,-1,2099-01-01 10:00:00,2.00,20002,France", "future_invoice_date"),
+        7: (f"600009,85123A,A,1,{soon},2.00,20002,France", "future_invoice_date"),
+        8: ("600005,85123A,A,1,1999-12-31 10:00:00,2.00,20001,United Kingdom",
+            "too_early_invoice_date"),
+        9: ("600006,85123A,A,1000001,2011-01-11 10:00:00,2.00,20001,United Kingdom",
+            "implausible_quantity"),
+        10: ("C600008,85123A,A,-2000000,2011-01-12 10:00:00,2.00,20002,France",
+             "implausible_quantity"),
+        11: ("600007,85123A,A,1,2011-01-12 10:00:00,1000000.01,20002,France",
+             "implausible_unit_price"),
+    }
+
+
+def test_implausible_lines_are_quarantined_and_change_no_date_or_score(spark, tmp_path):
+    from custseg.config import load_config
+    from custseg.rfm import customer_features, default_as_of
+    from tests.conftest import TEST_SETTINGS
+
+    cfg = load_config(overrides=[*TEST_SETTINGS, "refine.earliest_date=2000-01-01"])
+    bad = _implausible_rows()
+    root = str(tmp_path / "lakehouse")
+    ingest(spark, write_csv(tmp_path / "hostile.csv", PLAUSIBLE + [r for r, _ in bad.values()]),
+           root, cfg)
+    summary = refine(spark, root, cfg)
+    assert _routes(spark, root, "hostile.csv") == {
+        1: "fact", 2: "fact", 3: "fact", 4: "cancellation",
+        **{row: reason for row, (_, reason) in bad.items()}}
+    assert summary.quarantined == {"future_invoice_date": 3, "too_early_invoice_date": 1,
+                                   "implausible_quantity": 2, "implausible_unit_price": 1}
+    assert summary.rows_in == 11 == 3 + 1 + 7
+    # by hand from the four plausible lines: the 2099 lines leave the as-of date alone, and the
+    # quarantined 2,000,000-unit cancellation leaves 20002's return rate at 0
+    fact = _table(spark, root, "fct_invoices")
+    as_of = default_as_of(fact)
+    assert as_of == dt.date(2011, 2, 11)
+    got = {r["customer_id"]: (r["recency_days"], r["frequency"], r["monetary"],
+                              r["tenure_days"], r["return_rate"])
+           for r in customer_features(fact, _table(spark, root, "cancellations"), as_of,
+                                      [90]).collect()}
+    assert got == {20001: (29, 2, pytest.approx(10012.0), 32, pytest.approx(2 / 10012)),
+                   20002: (1, 1, pytest.approx(6.0), 1, 0.0)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import re
 import signal
 import sys
 import time
@@ -149,8 +151,6 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
 
 def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> int | None:
     """The size of the table (or file) a stage reads most, for its shuffle partitions."""
-    import os
-
     from custseg import lakehouse
 
     if stage == "ingest":
@@ -222,6 +222,27 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(_SIGTERM)
 
 
+_STORAGE_REASONS = ("No space left on device", "Permission denied", "Operation not permitted",
+                    "Read-only file system", "Disk quota exceeded")
+_PATH_AND_REASON = re.compile(r"(/\S+) \((" + "|".join(_STORAGE_REASONS) + r")\)")
+
+
+def storage_failure(exc: BaseException, lakehouse: str) -> str | None:
+    """One line for a write the storage refused (full, read-only, no permission), naming the
+    folder; None for any other failure. Delta commits are atomic, so every table is still at
+    its last commit."""
+    after = "; every table is at its last commit"
+    if isinstance(exc, OSError) and exc.strerror in _STORAGE_REASONS:
+        where = os.path.dirname(exc.filename) if exc.filename else lakehouse
+        return f"cannot write {where} ({exc.strerror}){after}"
+    text = str(exc)
+    found = _PATH_AND_REASON.search(text)
+    if found:
+        return f"cannot write {os.path.dirname(found.group(1))} ({found.group(2)}){after}"
+    reason = next((r for r in _STORAGE_REASONS if r in text), None)
+    return f"cannot write the lakehouse {lakehouse} ({reason}){after}" if reason else None
+
+
 def _models(args: argparse.Namespace, cfg: Config) -> int:
     """``custseg models list`` and ``custseg models rollback NAME --to VERSION``."""
     from custseg import tracking
@@ -278,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = PIPELINE if args.input else PIPELINE[1:]
         else:
             stages = (args.stage,)
+        from custseg import preflight
+
+        preflight.check(stages, args.lakehouse, args.input, getattr(args, "as_of", None), cfg)
         alerts = run_stages(stages, args, cfg)
         if alerts and getattr(args, "fail_on_drift", False):
             checks = "; ".join(a.removeprefix("DRIFT ") for a in alerts)
@@ -295,6 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _terminated:  # Py4J wraps the signal's exception when it lands in a JVM call
             print(f"custseg {args.stage}: error: {_SIGTERM}", file=sys.stderr, flush=True)
             return EXIT_TERMINATED
+        storage = storage_failure(exc, args.lakehouse)
+        if storage:
+            print(f"custseg {args.stage}: error: {storage}", file=sys.stderr, flush=True)
+            return EXIT_STAGE_FAILED
         import traceback
 
         traceback.print_exc()

@@ -27,7 +27,7 @@ _REPLACED_DICTS = {"dashboard.actions"}  # given whole, so renamed segments can 
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
 _NULL_TYPES: dict[str, type] = {
     "cluster.k": int, "segment.as_of": str, "clv.as_of": str, "mlflow.tracking_uri": str,
-    "mlflow.artifact_location": str, "dashboard.out": str,
+    "mlflow.artifact_location": str, "dashboard.out": str, "refine.earliest_date": str,
 }
 _NULLABLE |= set(_NULL_TYPES)
 CLUSTER_FEATURES = (
@@ -173,7 +173,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError("'refine.non_product_codes' must be a list of strings")
     if not cfg["refine"]["cancellation_prefix"]:
         raise ConfigError("'refine.cancellation_prefix' must not be empty")
+    _validate_bounds(cfg["refine"])
     _validate_models(cfg)
+
+
+def _validate_bounds(refine: Config) -> None:
+    _check_date(refine["earliest_date"], "refine.earliest_date")
+    if refine["max_future_days"] < 0:
+        raise ConfigError(f"'refine.max_future_days' must be 0 or more, got "
+                          f"{refine['max_future_days']}")
+    for key in ("max_abs_quantity", "max_abs_unit_price"):
+        if not refine[key] > 0:
+            raise ConfigError(f"'refine.{key}' must be positive, got {refine[key]}")
 
 
 def _score_list(value: Any, where: str) -> list[int]:

@@ -9,8 +9,16 @@ from pyspark.sql import functions as F
 
 from custseg import lakehouse
 from custseg.config import Config
-from custseg.errors import InputError
-from custseg.sources import SOURCE_FIELDS, check_encoding, check_exists, fingerprint, read_source
+from custseg.errors import CustsegError, InputError
+from custseg.preflight import check_input, detect_format
+from custseg.sources import (
+    SOURCE_FIELDS,
+    check_encoding,
+    check_exists,
+    fingerprint,
+    read_failure,
+    read_source,
+)
 from custseg.summary import StageSummary
 
 BRONZE = ("bronze", "raw_invoices")
@@ -35,10 +43,33 @@ def with_lineage(df: DataFrame, batch_id: str, sha256: str) -> DataFrame:
     )
 
 
+def _land(spark: SparkSession, input_path: str, bronze: str, batch_id: str, sha256: str,
+          cfg: Config) -> tuple[int, float]:
+    """Read the input and append it to bronze in one commit; its rows and when reading ended."""
+    df, fmt, n = read_source(spark, input_path, cfg)
+    if fmt == "csv":
+        df = df.cache()  # numbered once, then checked and written
+    if n is None:
+        n = df.count()
+    read_end = time.time()
+    if n == 0:
+        df.unpersist()
+        raise InputError(f"{input_path}: no data rows (only a header)")
+    if fmt == "csv":
+        check_encoding(df, input_path, cfg["input"]["encoding"])
+    lakehouse.append_once(
+        with_lineage(df, batch_id, sha256), bronze, f"custseg-ingest-{batch_id}",
+        partition_by=["batch_id"],
+    )
+    df.unpersist()
+    return n, read_end
+
+
 def ingest(spark: SparkSession, input_path: str, lakehouse_root: str, cfg: Config) -> StageSummary:
     """Append the file to bronze unless a file with the same content is already there."""
     start = time.time()
     summary = StageSummary("ingest")
+    check_input(input_path, cfg)
     check_exists(spark, input_path)
     sha256 = fingerprint(spark, input_path)
     batch_id = sha256[:16]
@@ -55,22 +86,17 @@ def ingest(spark: SparkSession, input_path: str, lakehouse_root: str, cfg: Confi
             )
             summary.seconds = time.time() - start
             return summary
-    df, fmt, n = read_source(spark, input_path, cfg)
-    if fmt == "csv":
-        df = df.cache()  # numbered once, then checked and written
-    if n is None:
-        n = df.count()
-    read_seconds = time.time() - start
-    if n == 0:
-        df.unpersist()
-        raise InputError(f"{input_path}: no data rows (only a header)")
-    if fmt == "csv":
-        check_encoding(df, input_path, cfg["input"]["encoding"])
-    lakehouse.append_once(
-        with_lineage(df, batch_id, sha256), bronze, f"custseg-ingest-{batch_id}",
-        partition_by=["batch_id"],
-    )
-    df.unpersist()
+    fmt = detect_format(input_path, cfg["input"]["format"])
+    try:
+        n, read_end = _land(spark, input_path, bronze, batch_id, sha256, cfg)
+    except CustsegError:
+        raise
+    except Exception as exc:  # a corrupt file found while Spark reads it: one line, exit 2
+        failure = read_failure(exc, input_path, fmt)
+        if failure is None:
+            raise
+        raise failure from None
+    read_seconds = read_end - start
     summary.rows_in = n
     summary.rows_out["bronze/raw_invoices"] = n
     summary.seconds = time.time() - start

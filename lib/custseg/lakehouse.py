@@ -9,8 +9,6 @@ Every write stamps its rows and its commit with the pipeline run id.
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,25 +16,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 
 from custseg import pipeline_run
-
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
-
-
-def is_uri(path: str) -> bool:
-    """True for a URI with a scheme (s3a://, gs://, dbfs:/), False for a local path."""
-    return bool(_SCHEME.match(path))
-
-
-def normalise_root(lakehouse: str) -> str:
-    """Absolute local path, or a URI (s3a://, gs://, abfss://, dbfs:/) left as given."""
-    if is_uri(lakehouse):
-        return lakehouse.rstrip("/")
-    return os.path.abspath(lakehouse)
-
-
-def table_path(lakehouse: str, layer: str, name: str) -> str:
-    """``<lakehouse>/<layer>/<name>``."""
-    return f"{normalise_root(lakehouse)}/{layer}/{name}"
+from custseg.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
 
 
 def exists(spark: SparkSession, path: str) -> bool:

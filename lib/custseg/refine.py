@@ -1,8 +1,9 @@
 """Silver: parse, deduplicate and route bronze rows into a star schema, one batch at a time.
 
 Rules, in order: (1) an exact copy of an earlier line (all source fields equal, across
-batches too) is quarantined as ``duplicate``; (2) a missing or unparseable field is
-quarantined with a reason naming it; (3) invoices with the cancellation prefix go to
+batches too) is quarantined as ``duplicate``; (2) a missing or unparseable field, or an
+implausible date, quantity or price (see ``implausible``), is quarantined with a reason naming
+it; (3) invoices with the cancellation prefix go to
 ``cancellations``; (4) other lines with quantity <= 0 or unit price <= 0 are quarantined as
 ``not_a_sale``; (5) the rest is ``fct_invoices``. Each batch reconciles: bronze rows =
 fact + cancellations + quarantine, or the stage fails.
@@ -102,11 +103,29 @@ def parse_fields(bronze: DataFrame, cfg: Config) -> DataFrame:
         (~_blank(F.col("customer_id")) & F.col("p_customer_id").isNull(),
          "unparseable_customer_id"),
         (F.col("p_stock_code").isNull() | (F.col("p_stock_code") == ""), "missing_stock_code"),
+        *implausible(cfg, price_name, amount_only),
     ]
     reason: Column = F.lit(None).cast("string")
     for cond, name in reversed(checks):
         reason = F.when(cond, F.lit(name)).otherwise(reason)
     return df.withColumn("parse_reason", reason)
+
+
+def implausible(cfg: Config, price_name: str, amount_only: bool) -> list[tuple[Column, str]]:
+    """Checks on parsed values a retailer's data cannot hold: an invoice dated after the file
+    was ingested (plus ``refine.max_future_days``) or before ``refine.earliest_date``, and
+    quantities or prices beyond the configured bounds. Such a line is quarantined, so it can
+    never move the default as-of date or a feature."""
+    r = cfg["refine"]
+    when = F.col("p_invoice_date")
+    checks = [(when > F.col("ingested_at") + F.make_interval(days=F.lit(r["max_future_days"])),
+               "future_invoice_date")]
+    if r["earliest_date"]:
+        checks.append((when < F.to_timestamp(F.lit(r["earliest_date"])), "too_early_invoice_date"))
+    if not amount_only:
+        checks.append((F.abs("p_quantity") > r["max_abs_quantity"], "implausible_quantity"))
+    checks.append((F.abs("p_unit_price") > r["max_abs_unit_price"], f"implausible_{price_name}"))
+    return checks
 
 
 BROADCAST_ROWS_MAX = 2_000_000
@@ -179,7 +198,7 @@ def routed_for_writes(classified: DataFrame) -> DataFrame:
     kept = F.col("route") == ROUTE_QUARANTINE
     return classified.select(*[
         F.when(kept, F.col(c)).alias(c) if c in _QUARANTINE_ONLY else F.col(c)
-        for c in classified.columns if c != "parse_reason"
+        for c in classified.columns if c not in ("parse_reason", "ingested_at")
     ])
 
 
@@ -290,7 +309,7 @@ def refine_batch(
 ) -> BatchCounts:
     """Refine one bronze batch into silver; every write is skipped if already committed."""
     bronze = lakehouse.read(spark, lakehouse.table_path(root, *BRONZE))
-    batch = bronze.where(F.col("batch_id") == batch_id).drop("source_sha256", "ingested_at")
+    batch = bronze.where(F.col("batch_id") == batch_id).drop("source_sha256")
     earlier_hashes = (bronze.where(F.col("batch_id").isin(earlier)).select("row_hash")
                       if earlier else None)
     copies, n_copies = duplicate_copies(batch, earlier_hashes)

@@ -23,6 +23,7 @@ from custseg.clusters import (
 )
 from custseg.config import Config
 from custseg.errors import InputError
+from custseg.preflight import parse_as_of
 from custseg.refine import CANCELLATIONS, FACT
 from custseg.rfm import customer_features, default_as_of, rfm_segments
 from custseg.summary import StageSummary
@@ -38,14 +39,6 @@ FINGERPRINT = "training_fingerprint"
 def replace_as_of(df: DataFrame, path: str, as_of: dt.date) -> None:
     """Replace the rows of one as-of date (other dates are kept, so history builds)."""
     lakehouse.replace_where(df, path, f"as_of = DATE'{as_of.isoformat()}'", "as_of")
-
-
-def parse_as_of(text: str) -> dt.date:
-    """An --as-of value as a date, or one clear line naming the bad value."""
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"--as-of must be a date yyyy-mm-dd, got {text!r}") from None
 
 
 def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None,

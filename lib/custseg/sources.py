@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,26 +22,11 @@ from pyspark.sql import types as T
 
 from custseg.config import FIELDS, Config, spark_charset
 from custseg.errors import InputError
+from custseg.paths import is_uri
+from custseg.preflight import detect_format, map_columns
 
 SOURCE_FIELDS = FIELDS
 TEXT_TS = "yyyy-MM-dd HH:mm:ss"
-
-
-def detect_format(path: str, configured: str) -> str:
-    """The file format from configuration, else from the extension."""
-    if configured != "auto":
-        return configured
-    p = path.rstrip("/").lower()
-    for ext, fmt in ((".xlsx", "xlsx"), (".xlsm", "xlsx"), (".csv", "csv"),
-                     (".txt", "csv"), (".parquet", "parquet")):
-        if p.endswith(ext):
-            return fmt
-    if os.path.isdir(path):
-        names = os.listdir(path)
-        for ext, fmt in ((".parquet", "parquet"), (".csv", "csv")):
-            if any(f.endswith(ext) for f in names):
-                return fmt
-    raise InputError(f"{path}: cannot tell the format from the extension; set input.format")
 
 
 def _hadoop_fs(spark: SparkSession, path: str):  # noqa: ANN202
@@ -51,12 +36,8 @@ def _hadoop_fs(spark: SparkSession, path: str):  # noqa: ANN202
 
 
 def check_exists(spark: SparkSession, path: str) -> None:
-    """Raise InputError when the input is missing or holds no bytes."""
-    if os.path.isabs(path) or "://" not in path:
-        if not os.path.exists(path):
-            raise InputError(f"{path}: input file not found")
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise InputError(f"{path}: input file is empty (0 bytes)")
+    """Raise InputError when a remote input is missing (a local one: ``preflight.check_input``)."""
+    if not is_uri(path):
         return
     jpath, fs = _hadoop_fs(spark, path)
     if not fs.exists(jpath):
@@ -92,27 +73,6 @@ def fingerprint(spark: SparkSession, path: str) -> str:
     return digest.hexdigest()
 
 
-def _map_columns(path: str, header: list[str], cfg: Config) -> dict[str, str | None]:
-    """Canonical field -> source column name, case- and space-insensitive."""
-    by_key = {str(h).strip().lower(): h for h in header if h is not None}
-    cols = cfg["input"]["columns"]
-    mapping: dict[str, str | None] = {}
-    for field in SOURCE_FIELDS:
-        wanted = cols.get(field)
-        if not wanted:
-            mapping[field] = None
-            continue
-        found = by_key.get(str(wanted).strip().lower())
-        if found is None:
-            shown = ", ".join(str(h) for h in header if h is not None) or "none"
-            raise InputError(
-                f"{path}: required column '{wanted}' (input.columns.{field}) not found; "
-                f"columns in the file: {shown}"
-            )
-        mapping[field] = found
-    return mapping
-
-
 def _cell_text(value: object) -> str | None:
     if value is None or value == "":
         return None
@@ -146,13 +106,16 @@ def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> tuple[DataFrame, 
             f"{path}: sheet '{sheet_name}' not found (sheets: {', '.join(workbook.sheet_names)}); "
             "set input.sheet"
         )
-    rows = workbook.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
+    try:
+        rows = workbook.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
+    except (CalamineError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: sheet '{sheet_name}' cannot be read ({exc})") from None
     while rows and all(v in (None, "") for v in rows[-1]):
         rows.pop()
     if not rows:
         raise InputError(f"{path}: sheet '{sheet_name}' is empty (no header row)")
     header = [_cell_text(h) for h in rows[0]]
-    mapping = _map_columns(path, header, cfg)
+    mapping = map_columns(path, header, cfg)
     index = {h: i for i, h in enumerate(header) if h is not None}
     data = rows[1:]
     columns: dict[str, pa.Array] = {}
@@ -187,7 +150,7 @@ def _as_text(col: Column, dtype: T.DataType) -> Column:
 
 
 def _canonical(df: DataFrame, path: str, cfg: Config) -> DataFrame:
-    mapping = _map_columns(path, df.columns, cfg)
+    mapping = map_columns(path, df.columns, cfg)
     types = {f.name: f.dataType for f in df.schema.fields}
     cols = []
     for field in SOURCE_FIELDS:
@@ -299,3 +262,21 @@ def check_encoding(df: DataFrame, path: str, encoding: str) -> None:
         f"{path}: not valid {encoding} text (first at data row {row['source_row']}, "
         f"column {column}); set input.encoding, e.g. --set input.encoding=latin-1"
     )
+
+
+_FAILED_READ = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+
+
+def read_failure(exc: BaseException, path: str, fmt: str) -> InputError | None:
+    """The one-line refusal for a Spark error raised while reading the input file, or None
+    when the error is not a read failure (those stay stage failures)."""
+    text = str(exc)
+    found = _FAILED_READ.search(text)
+    if not found:
+        return None
+    where = re.sub(r"^file:/+", "/", found.group(1))
+    causes = [line.split(":", 1)[1].strip() for line in text.splitlines()
+              if line.startswith("Caused by:") and ":" in line]
+    reason = re.sub(r"^[\w.$]+(Exception|Error):\s*", "", causes[-1]) if causes else ""
+    reason = reason or "unreadable content"
+    return InputError(f"{where}: cannot be read as {fmt} ({reason}); nothing was written")
