@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def cluster(tmp_path_factory):
                 pass
             assert time.time() < deadline, (base / "master.log").read_text()[-3000:]
             time.sleep(1)
-        yield dict(url=url, ui=ui, base=base)
+        yield dict(url=url, ui=ui, base=base, workers=procs[1:])
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -76,14 +77,19 @@ def cluster(tmp_path_factory):
                 p.kill()
 
 
-def _submit(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _submit(cluster, *args: str, cwd: Path, wait: bool = True
+            ) -> subprocess.CompletedProcess | subprocess.Popen:
     env = {**os.environ, "PYSPARK_PYTHON": WORKER_PYTHON,
            "PYSPARK_DRIVER_PYTHON": sys.executable}
     env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [str(REPO / "spark-submit.sh"), "--master", cluster["url"], "--executor-cores", "1",
-         "--executor-memory", "1g", "--total-executor-cores", "2", "--driver-memory", "2g",
-         *args], capture_output=True, text=True, cwd=cwd, env=env)
+    command = [str(REPO / "spark-submit.sh"), "--master", cluster["url"], "--executor-cores",
+               "1", "--executor-memory", "1g", "--total-executor-cores", "2", "--driver-memory",
+               "2g", *args]
+    if not wait:  # stdout read as it comes; stderr to a file, so neither pipe can fill
+        return subprocess.Popen(command, stdout=subprocess.PIPE,
+                                stderr=open(cwd / "submit.err", "w"), text=True, cwd=cwd,
+                                env=env)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def test_the_workers_python_has_no_custseg():
@@ -104,17 +110,30 @@ def test_executors_import_custseg_from_the_shipped_zip(cluster, tmp_path):
     assert all("custseg.zip/custseg/__init__.py" in where for _, _, where in seen)
 
 
-def test_the_pipeline_runs_on_the_cluster(spark, cluster, tmp_path):
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
     custseg = str(Path(sys.executable).parent / "custseg")
-    sample = str(tmp_path / "sample.parquet")
-    subprocess.run([custseg, "generate", "--customers", "600", "--out", sample, "--seed", "31",
+    out = str(tmp_path_factory.mktemp("sample") / "sample.parquet")
+    subprocess.run([custseg, "generate", "--customers", "600", "--out", out, "--seed", "31",
                     "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"],
                    check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline(cluster, sample, tmp_path_factory):
+    """The whole pipeline submitted to the cluster, undisturbed."""
+    tmp_path = tmp_path_factory.mktemp("pipeline")
     root = str(tmp_path / "lh")
     done = _submit(cluster, str(REPO / "jobs/pipeline.py"), "--input", sample, "--lakehouse",
                    root, "--run-id", "on-the-cluster", "--set", "spark.shuffle_partitions=4",
                    "--set", "cluster.k_max=3",
                    *[a for s in CLV_FAST for a in ("--set", s)], cwd=tmp_path)
+    return dict(root=root, done=done)
+
+
+def test_the_pipeline_runs_on_the_cluster(spark, cluster, sample, pipeline):
+    root, done = pipeline["root"], pipeline["done"]
     said = done.stdout + done.stderr
     assert done.returncode == 0, said[-4000:]
     assert f"master {cluster['url']}" in said
@@ -139,3 +158,57 @@ def test_the_pipeline_runs_on_the_cluster(spark, cluster, tmp_path):
     assert {r[0] for r in predictions.select("pipeline_run_id").distinct().collect()} == {
         "on-the-cluster"}
     assert (Path(root) / "dashboard/report.html").stat().st_size > 1_000_000
+
+
+def _executors_of(worker_dir: Path) -> list[int]:
+    """Process ids of the executor JVMs working in a worker's folder."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and "CoarseGrainedExecutorBackend" in (
+                    proc / "cmdline").read_text() and Path(os.readlink(proc / "cwd")
+                                                           ).is_relative_to(worker_dir):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+SILVER = ("fct_invoices", "cancellations", "quarantine", "dim_customer", "dim_product",
+          "dim_datetime")
+RUN_COLUMNS = {"pipeline_run_id", "ingested_at", "refined_at"}
+
+
+def test_a_worker_lost_mid_stage_changes_no_table(spark, cluster, sample, pipeline, tmp_path):
+    """SIGKILL to a worker and its executor while refine runs: Spark reruns the lost tasks on
+    the other worker and silver equals the undisturbed run's. Runs last: the worker stays dead."""
+    root = str(tmp_path / "lh")
+    sets = ["--set", "spark.shuffle_partitions=4"]
+    done = _submit(cluster, str(REPO / "jobs/ingest.py"), "--input", sample, "--lakehouse",
+                   root, *sets, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    job = _submit(cluster, str(REPO / "jobs/refine.py"), "--lakehouse", root, *sets,
+                  cwd=tmp_path, wait=False)
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if "[refine] start" in line:
+            break
+    victim = cluster["workers"][1]
+    deadline = time.time() + 60
+    while not (executors := _executors_of(cluster["base"] / "worker2")):
+        assert time.time() < deadline, "no executor of the refine application on worker2"
+        time.sleep(0.5)
+    for pid in [victim.pid, *executors]:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = job.communicate(timeout=600)
+    said = "".join(lines) + out + (tmp_path / "submit.err").read_text()
+    assert job.returncode == 0, said[-4000:]
+    assert "Lost executor" in said or "ExecutorLostFailure" in said, said[-4000:]
+    for name in ("raw_invoices", *SILVER):
+        layer = "bronze" if name == "raw_invoices" else "silver"
+        got, want = (lakehouse.read(spark, lakehouse.table_path(r, layer, name))
+                     for r in (root, pipeline["root"]))
+        cols = [c for c in want.columns if c not in RUN_COLUMNS]
+        assert got.count() == want.count() > 0, name
+        assert got.select(cols).exceptAll(want.select(cols)).count() == 0, name
