@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UCI_LINES = 541_909
 LINES_PER_CUSTOMER = 22.1  # what custseg.generate writes on average (22,091,548 per 1M)
-STAGES = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
+STAGES = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift",
+          "dashboard")
 
 
 def customers_for(scale: str) -> int:

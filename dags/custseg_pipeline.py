@@ -22,7 +22,8 @@ import os
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, chain
 
-STAGES = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
+STAGES = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift",
+          "dashboard")
 
 
 HOME = os.environ.get("CUSTSEG_HOME", "/opt/custseg")

@@ -77,6 +77,19 @@ notebook.show(table("country_activity").orderBy(F.desc("revenue")), display)
 # COMMAND ----------
 
 # MAGIC %md
+# MAGIC ## Audiences to send: the configured lists in `gold/audiences`
+
+# COMMAND ----------
+
+from custseg.audiences import audiences
+
+print(audiences(spark, root, cfg))
+notebook.show(table("audiences").where(F.col("as_of") == as_of).groupBy("audience").count()
+              .orderBy("audience"), display)
+
+# COMMAND ----------
+
+# MAGIC %md
 # MAGIC ## The dashboard
 
 # COMMAND ----------

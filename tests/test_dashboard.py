@@ -157,6 +157,17 @@ def test_tables_show_gold_figures(browser_page, built, spark):
              for i in range(retain.count())]
     assert spend == sorted(spend, reverse=True)
     assert "reconciles" in page.locator("#reconciliation").inner_text()
+    # the audiences the notebooks wrote, at the latest date, with their sizes
+    members = lakehouse.read(spark, lakehouse.table_path(root, "gold", "audiences"))
+    latest = members.agg({"as_of": "max"}).first()[0]
+    sizes = {r["audience"]: r["count"] for r in
+             members.where(members.as_of == latest).groupBy("audience").count().collect()}
+    rows = page.locator("#audiences tbody tr")
+    shown = {rows.nth(i).locator("td").nth(0).inner_text():
+             rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())}
+    assert shown == {name: f"{sizes.get(name, 0):,}" for name in ("win_back", "reward",
+                                                                  "nurture")}
+    assert sum(sizes.values()) > 0
     actions = page.locator("#segment-actions").inner_text()
     assert "loyalty programme" in actions.lower() and "win-back" in actions.lower()
 
@@ -207,9 +218,8 @@ def _hostile(value):
     return value
 
 
-def test_text_from_the_data_is_shown_as_text_and_never_runs(built, spark, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_text_from_the_data_is_shown_as_text_and_never_runs(browser_page, built, spark,
+                                                            tmp_path):
     from custseg import dashboard
     from custseg.config import load_config
 
@@ -219,23 +229,36 @@ def test_text_from_the_data_is_shown_as_text_and_never_runs(built, spark, tmp_pa
     out = tmp_path / "hostile.html"
     out.write_text(dashboard.render(page_data, settings), encoding="utf-8")
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("dialog", lambda d: errors.append(f"dialog {d.message}"))
-        page.goto(out.as_uri(), wait_until="load")
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.plotly-graph-div')]"
-            ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
-        ran = page.evaluate("() => window.__xss")
-        injected = page.evaluate("() => document.querySelectorAll("
-                                 "'img[src=x], svg[onload], script:not([type])').length")
-        table_text = page.locator("#country-activity").inner_text()
-        charts = page.get_attribute("main", "data-charts").split()
-        browser.close()
+    page = browser_page[0].context.browser.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: errors.append(f"dialog {d.message}"))
+    page.goto(out.as_uri(), wait_until="load")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.plotly-graph-div')]"
+        ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
+    ran = page.evaluate("() => window.__xss")
+    injected = page.evaluate("() => document.querySelectorAll("
+                             "'img[src=x], svg[onload], script:not([type])').length")
+    table_text = page.locator("#country-activity").inner_text()
+    charts = page.get_attribute("main", "data-charts").split()
+    page.close()
     assert errors == []
     assert ran is None and injected == 0
     assert any(h in table_text for h in HOSTILE)  # shown as the text it is
     assert set(charts) == EXPECTED_CHARTS
+
+
+def test_partial_months_are_named_by_hand():
+    import datetime as dt
+
+    from custseg.dashboard import partial_months
+
+    # UCI: 1 December 2010 08:26 to 9 December 2011 12:50
+    assert partial_months(dt.datetime(2010, 12, 1, 8, 26), dt.datetime(2011, 12, 9, 12, 50)) \
+        == {"2011-12": "to 9 Dec"}
+    assert partial_months(dt.datetime(2011, 2, 3), dt.datetime(2011, 2, 28, 23)) \
+        == {"2011-02": "from 3 Feb"}
+    assert partial_months(dt.datetime(2012, 2, 3), dt.datetime(2012, 2, 28)) \
+        == {"2012-02": "3-28 Feb"}  # 2012 is a leap year: the 28th is not the last day
+    assert partial_months(dt.datetime(2011, 1, 1), dt.datetime(2011, 3, 31, 18)) == {}

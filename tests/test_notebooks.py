@@ -37,7 +37,8 @@ def test_notebooks_build_every_table(ran, spark):
     for layer, name in [("bronze", "raw_invoices"), ("silver", "fct_invoices"),
                         ("gold", "purchase_nature"), ("gold", "country_activity"),
                         ("gold", "rfm_segments"), ("gold", "cluster_profiles"),
-                        ("gold", "clv_predictions"), ("gold", "clv_backtest")]:
+                        ("gold", "clv_predictions"), ("gold", "clv_backtest"),
+                        ("gold", "audiences")]:
         assert lakehouse.exists(spark, lakehouse.table_path(root, layer, name)), name
     raw = lakehouse.read(spark, lakehouse.table_path(root, "bronze", "raw_invoices")).count()
     log = lakehouse.read(spark, lakehouse.table_path(root, "silver", "refine_log")).first()

@@ -235,9 +235,10 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
     assert {r.data.tags[f"custseg.{pipeline_run.COLUMN}"] for r in runs} == {winner}
     said = clean["out"][winner]
     assert f"[run] run {winner}: custseg" in said
-    summary = said[said.index(f"run {winner} summary"):].splitlines()[1:10]
+    summary = said[said.index(f"run {winner} summary"):].splitlines()[1:11]
     assert [line.split()[0] for line in summary] == [
-        "stage", "ingest", "refine", "report", "segment", "clv", "drift", "dashboard", "total"]
+        "stage", "ingest", "refine", "report", "segment", "clv", "audiences", "drift", "dashboard",
+        "total"]
 
 
 def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path):

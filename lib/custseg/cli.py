@@ -29,7 +29,9 @@ from custseg.summary import StageSummary
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-PIPELINE = ("ingest", "refine", "report", "segment", "clv", "drift", "dashboard")
+    from custseg.audiences import Filters
+
+PIPELINE = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift", "dashboard")
 # Local property on every Spark job of a stage, so event logs and the Spark UI tell stages apart.
 STAGE_PROPERTY = "custseg.stage"
 
@@ -62,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
         "segment": "RFM scores, named segments and KMeans clusters as of a date (MLflow)",
         "clv": "next-period spend and value tier: GBT models backtested against baselines",
         "drift": "compare an as-of date with the one before: migration, PSI, cluster stability",
+        "audiences": "the configured audiences to gold/audiences (and files when export.dir "
+                     "is set)",
         "dashboard": "write the marketer's dashboard (one self-contained HTML file)",
+        "export": "write one audience's customers to a CSV or parquet file",
         "run": "all stages in order: " + ", ".join(PIPELINE),
     }
     for name, text in helps.items():
@@ -75,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="pipeline run id recorded in every table and MLflow "
                                         "run (a scheduler passes one id to all its tasks; "
                                         "default: a new UTC timestamp id)")
-        if name in ("segment", "clv", "drift", "run"):
+        if name in ("segment", "clv", "drift", "run", "audiences", "export"):
             p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
                                            "default: the day after the last invoice")
         if name in ("segment", "clv", "run"):
@@ -93,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("dashboard", "run"):
             p.add_argument("--out", help="dashboard HTML file (default dashboard.out, else "
                                          "<lakehouse>/dashboard/report.html)")
+        if name == "export":
+            _export_arguments(p)
     models = sub.add_parser("models", help="list registered models or roll one back")
     models.add_argument("action", choices=("list", "rollback"))
     models.add_argument("name", nargs="?", help="registered model (rollback)")
@@ -107,6 +114,33 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--conf")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="file to write (a folder of parts when the "
+                                                "list is larger than export.single_file_max_rows)")
+    p.add_argument("--audience", help="a configured audience (see 'audiences')")
+    p.add_argument("--segment", action="append", default=[], metavar="NAME",
+                   help="keep customers of this RFM segment (repeatable)")
+    p.add_argument("--cluster", action="append", default=[], type=int, metavar="N",
+                   help="keep customers of this cluster (repeatable)")
+    p.add_argument("--tier", action="append", default=[], metavar="T",
+                   help="keep customers of this value tier (repeatable)")
+    p.add_argument("--min-p-alive", type=float, metavar="X",
+                   help="keep customers whose P(alive) is at least X")
+    p.add_argument("--format", choices=("csv", "parquet"), help="default export.format")
+
+
+def export_filters(args: argparse.Namespace, cfg: Config) -> Filters:
+    """The export's filters: a configured audience narrowed by the flags given."""
+    from custseg.audiences import Filters, check_names, configured
+
+    base = configured(cfg, args.audience) if args.audience else Filters()
+    filters = Filters(args.segment or base.segments, args.cluster or base.clusters,
+                      args.tier or base.tiers,
+                      args.min_p_alive if args.min_p_alive is not None else base.min_p_alive)
+    check_names(filters, cfg)
+    return filters
 
 
 def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> list[str]:
@@ -196,6 +230,15 @@ def _run_stage(
         from custseg.drift_stage import drift
 
         return drift(spark, args.lakehouse, cfg, args.as_of)
+    if stage == "audiences":
+        from custseg.audiences import audiences
+
+        return audiences(spark, args.lakehouse, cfg, args.as_of)
+    if stage == "export":
+        from custseg.audiences import export
+
+        return export(spark, args.lakehouse, cfg, args.out, args.as_of,
+                      export_filters(args, cfg), args.format or cfg["export"]["format"])
     from custseg.dashboard import dashboard
 
     return dashboard(spark, args.lakehouse, cfg, args.out)
@@ -301,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = (args.stage,)
         from custseg import preflight
 
+        if args.stage == "export":
+            export_filters(args, cfg)
         preflight.check(stages, args.lakehouse, args.input, getattr(args, "as_of", None), cfg)
         alerts = run_stages(stages, args, cfg)
         if alerts and getattr(args, "fail_on_drift", False):

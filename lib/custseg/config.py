@@ -22,12 +22,14 @@ FIELDS = (
     "unit_price", "customer_id", "country", "amount",
 )
 FORMATS = ("auto", "xlsx", "csv", "parquet")
-_FREE_DICTS = {"spark.conf", "dashboard.actions"}
-_REPLACED_DICTS = {"dashboard.actions"}  # given whole, so renamed segments can drop old keys
+_FREE_DICTS = {"spark.conf", "dashboard.actions", "audiences"}
+# given whole, so renamed segments can drop old keys
+_REPLACED_DICTS = {"dashboard.actions", "audiences"}
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
 _NULL_TYPES: dict[str, type] = {
     "cluster.k": int, "segment.as_of": str, "clv.as_of": str, "mlflow.tracking_uri": str,
     "mlflow.artifact_location": str, "dashboard.out": str, "refine.earliest_date": str,
+    "export.dir": str,
 }
 _NULLABLE |= set(_NULL_TYPES)
 CLUSTER_FEATURES = (
@@ -259,6 +261,35 @@ def _validate_models(cfg: Config) -> None:
                           f"{cl['sweep_sample']}")
     _validate_clv(cfg["clv"])
     _validate_outputs(cfg)
+    _validate_audiences(cfg)
+
+
+AUDIENCE_KEYS = {"segments", "clusters", "tiers", "min_p_alive"}
+
+
+def _validate_audiences(cfg: Config) -> None:
+    segments = {s["name"] for s in cfg["segment"]["segments"]}
+    tiers = {t["name"] for t in cfg["segment"]["value_tiers"]}
+    for name, spec in cfg["audiences"].items():
+        where = f"'audiences.{name}'"
+        if not isinstance(spec, dict) or set(spec) - AUDIENCE_KEYS:
+            raise ConfigError(f"{where} must be a mapping with keys from "
+                              f"{', '.join(sorted(AUDIENCE_KEYS))}, got {spec!r}")
+        for key, known in (("segments", segments), ("tiers", tiers)):
+            unknown = [v for v in spec.get(key) or [] if v not in known]
+            if unknown:
+                raise ConfigError(f"{where}: unknown {key[:-1]} {', '.join(map(repr, unknown))}"
+                                  f" (known: {', '.join(sorted(known))})")
+        if not all(isinstance(c, int) for c in spec.get("clusters") or []):
+            raise ConfigError(f"{where}: clusters must be cluster numbers")
+        p = spec.get("min_p_alive")
+        if p is not None and not (isinstance(p, (int, float)) and 0 <= p <= 1):
+            raise ConfigError(f"{where}: min_p_alive must be between 0 and 1, got {p!r}")
+    if cfg["export"]["format"] not in ("csv", "parquet"):
+        raise ConfigError(f"'export.format' must be csv or parquet, got "
+                          f"{cfg['export']['format']!r}")
+    if cfg["export"]["single_file_max_rows"] < 1:
+        raise ConfigError("'export.single_file_max_rows' must be at least 1")
 
 
 def _validate_outputs(cfg: Config) -> None:

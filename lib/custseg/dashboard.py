@@ -82,12 +82,30 @@ def _latest(df: DataFrame) -> dt.date | None:
     return df.agg(F.max("as_of")).first()[0]
 
 
+def partial_months(first: dt.datetime, last: dt.datetime) -> dict[str, str]:
+    """"yyyy-mm" -> what the data covers of it, for the first and last months when the
+    invoices start after the 1st or end before the month's last day (UCI ends on 9 December
+    2011, which would otherwise read as a collapse)."""
+    out: dict[str, str] = {}
+    if first.day > 1:
+        out[f"{first:%Y-%m}"] = f"from {first.day} {first:%b}"
+    if (last.date() + dt.timedelta(days=1)).month == last.month:
+        key = f"{last:%Y-%m}"
+        out[key] = (f"{first.day}-{last.day} {last:%b}" if key in out
+                    else f"to {last.day} {last:%b}")
+    return out
+
+
 def _sales(spark: SparkSession, root: str, cfg: Config) -> dict:
     dash = cfg["dashboard"]
     out: dict[str, Any] = {}
     months = _table(spark, root, "gold", "report_year_invoices")
     if months is not None:
         out["months"] = _rows(months.orderBy("year", "month"))
+        fact = _table(spark, root, "silver", "fct_invoices")
+        if fact is not None:
+            span = fact.agg(F.min("invoice_date"), F.max("invoice_date")).first()
+            out["partial"] = partial_months(span[0], span[1]) if span[0] else {}
     activity = _table(spark, root, "gold", "country_activity")
     if activity is not None:
         out["countries"] = _rows(activity.orderBy(F.desc("revenue"), "country")
@@ -257,6 +275,28 @@ def _quality(spark: SparkSession, root: str) -> dict:
     return out
 
 
+def _audiences(spark: SparkSession, root: str, as_of: dt.date, cfg: Config) -> dict:
+    """Each configured audience at the latest date: its size, who is in it, the actions."""
+    table = _table(spark, root, "gold", "audiences")
+    if table is None:
+        return {}
+    # one row per audience
+    sizes = {r["audience"]: r["count"] for r in
+             table.where(F.col("as_of") == F.lit(as_of)).groupBy("audience").count().collect()}
+    actions = cfg["dashboard"]["actions"]
+    rows = []
+    for name, spec in cfg["audiences"].items():
+        who = [f"{key}: {', '.join(map(str, spec[key]))}" for key in ("segments", "clusters",
+                                                                      "tiers") if spec.get(key)]
+        if spec.get("min_p_alive") is not None:
+            who.append(f"P(alive) at least {spec['min_p_alive']}")
+        rows.append({"audience": name, "customers": sizes.get(name, 0),
+                     "who": "; ".join(who) or "everyone",
+                     "action": " / ".join(actions[s] for s in spec.get("segments") or []
+                                          if s in actions) or "-"})
+    return {"as_of": as_of, "rows": rows}
+
+
 def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
     """Read the gold (and a few silver) tables and aggregate everything the page shows."""
     transactions = _table(spark, root, "gold", "report_transactions")
@@ -277,6 +317,7 @@ def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
         page.sections["value"] = _value(spark, root, rfm, cfg, predicted)
         if len(dates) >= 2:
             page.sections["changes"] = _changes(spark, root, rfm, dates, cfg, predicted)
+        page.sections["audiences"] = _audiences(spark, root, dates[-1], cfg)
     page.sections["quality"] = _quality(spark, root)
     return page
 
@@ -342,9 +383,15 @@ def _sales_html(s: dict, ch: _Charts, cur: str) -> str:
     parts = []
     if s.get("months"):
         x = [f"{r['year']}-{r['month']:02d}" for r in s["months"]]
-        fig = go.Figure(go.Scatter(x=x, y=[r["revenue"] for r in s["months"]],
-                                   mode="lines+markers", name="revenue"))
-        fig.update_layout(title="Monthly revenue", yaxis_title=f"revenue ({cur})")
+        partial = s.get("partial", {})
+        fig = go.Figure(go.Scatter(
+            x=x, y=[r["revenue"] for r in s["months"]], mode="lines+markers+text",
+            name="revenue", text=[f"partial: {partial[m]}" if m in partial else "" for m in x],
+            textposition="top center",
+            marker={"symbol": ["circle-open" if m in partial else "circle" for m in x],
+                    "size": [12 if m in partial else 7 for m in x]}))
+        note = " (open markers: months the data covers only in part)" if partial else ""
+        fig.update_layout(title=f"Monthly revenue{note}", yaxis_title=f"revenue ({cur})")
         parts.append(ch.div(fig, "sales-trend"))
     if s.get("countries"):
         c = s["countries"]
@@ -613,6 +660,13 @@ def _changes_html(c: dict, ch: _Charts, cur: str) -> str:
     return "".join(parts)
 
 
+def _audiences_html(a: dict) -> str:
+    return (f"<p>As of {a['as_of']}; <code>custseg export --audience NAME</code> writes one "
+            "as a file.</p>" + _html_table(a["rows"], [
+                ("audience", "audience", _num), ("customers", "customers", _num),
+                ("who", "who", _num), ("recommended action", "action", _num)], "audiences"))
+
+
 def _quality_html(q: dict, ch: _Charts) -> str:
     import plotly.graph_objects as go
 
@@ -704,6 +758,9 @@ def render(page: Page, cfg: Config) -> str:
         section("changes", "Migration and drift",
                 _changes_html(s["changes"], ch, cur) if s.get("changes") else "",
                 "Only one as-of date so far; migration and drift need two."),
+        section("audiences", "Audiences",
+                _audiences_html(s["audiences"]) if s.get("audiences") else "",
+                "No audiences yet: run 'custseg audiences'."),
         section("quality", "Data quality", _quality_html(s["quality"], ch),
                 "No silver tables yet."),
     ]

@@ -31,6 +31,8 @@ _NEEDS = {
     "segment": ("silver", "fct_invoices", "no silver table; run 'custseg refine' first"),
     "clv": ("silver", "fct_invoices", "no silver table; run 'custseg refine' first"),
     "drift": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
+    "audiences": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
+    "export": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
 }
 
 
