@@ -321,3 +321,17 @@ def test_a_commit_the_storage_refuses_is_one_line_and_the_table_stays(capsys, sp
     assert err == [f"custseg ingest: error: cannot write {log_dir} (Operation not permitted); "
                    "every table is at its last commit"]
     assert lakehouse.version(spark, path) == before
+
+
+def test_a_corrupt_file_from_the_command_line_shows_no_java_trace(tmp_path):
+    import subprocess
+    import sys
+
+    src = _corrupt_pages(tmp_path / "pages.parquet")
+    done = subprocess.run([sys.executable, "-m", "custseg.cli", "ingest", "--input", src,
+                           "--lakehouse", str(tmp_path / "lh"), *FAST],
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2
+    assert err[-1].startswith(f"custseg ingest: error: {src}: cannot be read as parquet (")
+    assert not [line for line in err if "Exception" in line or line.startswith("\tat ")], err

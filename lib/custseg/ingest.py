@@ -11,6 +11,7 @@ from custseg import lakehouse
 from custseg.config import Config
 from custseg.errors import CustsegError, InputError
 from custseg.preflight import check_input, detect_format
+from custseg.session import quiet_logs
 from custseg.sources import (
     SOURCE_FIELDS,
     check_encoding,
@@ -88,7 +89,8 @@ def ingest(spark: SparkSession, input_path: str, lakehouse_root: str, cfg: Confi
             return summary
     fmt = detect_format(input_path, cfg["input"]["format"])
     try:
-        n, read_end = _land(spark, input_path, bronze, batch_id, sha256, cfg)
+        with quiet_logs(spark):
+            n, read_end = _land(spark, input_path, bronze, batch_id, sha256, cfg)
     except CustsegError:
         raise
     except Exception as exc:  # a corrupt file found while Spark reads it: one line, exit 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -71,8 +73,24 @@ def build_spark(cfg: Config) -> SparkSession:
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel(LOG_LEVEL)
     return spark
+
+
+LOG_LEVEL = "ERROR"  # for the sessions custseg starts; spark-submit's come from log4j2.properties
+
+
+@contextmanager
+def quiet_logs(spark: SparkSession) -> Iterator[None]:
+    """Keep Spark's own error log (task failures with Java stack traces) off the console
+    inside the block, where every failure is turned into one line for the user. Afterwards
+    the level is custseg's (ERROR), or WARN as conf/log4j2.properties sets for spark-submit."""
+    sc = spark.sparkContext
+    sc.setLogLevel("FATAL")
+    try:
+        yield
+    finally:
+        sc.setLogLevel("WARN" if "PYSPARK_GATEWAY_PORT" in os.environ else LOG_LEVEL)
 
 
 BYTES_PER_PARTITION = 64 << 20
