@@ -238,8 +238,9 @@ def test_text_from_the_data_is_shown_as_text_and_never_runs(browser_page, built,
         "() => [...document.querySelectorAll('.plotly-graph-div')]"
         ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
     ran = page.evaluate("() => window.__xss")
-    injected = page.evaluate("() => document.querySelectorAll("
-                             "'img[src=x], svg[onload], script:not([type])').length")
+    injected = page.evaluate(
+        "() => document.querySelectorAll('img[src=\"x\"], [onerror], [onload]').length"
+        " + [...document.scripts].filter(s => s.text.trim() === 'window.__xss=2').length")
     table_text = page.locator("#country-activity").inner_text()
     charts = page.get_attribute("main", "data-charts").split()
     page.close()

@@ -172,6 +172,12 @@ def _decode_sample(name: str, sample: bytes, whole: bool, cfg: Config) -> list[s
     if not whole and lines:
         lines = lines[:-1]  # may be cut short
     header = next(csv.reader(lines[:1], delimiter=inp["csv_delimiter"]), [])
+    other = [d for d in ",;\t|" if len(header) == 1 and d in header[0]]
+    if other:
+        shown = "tab" if other[0] == "\t" else other[0]
+        raise InputError(f"{name}: the header is one column that looks {shown!r}-separated "
+                         f"({header[0][:60]}...); set input.csv_delimiter, e.g. --set "
+                         f"\"input.csv_delimiter={other[0]}\"")
     map_columns(name, header, cfg)
     return lines
 
