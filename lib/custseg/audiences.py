@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg import lakehouse
+from custseg import lakehouse, pipeline_run
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.summary import StageSummary
@@ -202,6 +202,17 @@ def audiences(spark: SparkSession, root: str, cfg: Config, as_of: str | None = N
         summary.notes.append("no audiences configured")
         return summary
     day = resolve_date(spark, root, as_of)
+    key = pipeline_run.stage_key(
+        spark, root, [("gold", t) for t in ("rfm_segments", "customer_clusters",
+                                            "clv_predictions")],
+        as_of=day, audiences=specs, actions=cfg["dashboard"]["actions"],
+        horizon_days=cfg["clv"]["horizon_days"], export=cfg["export"])
+    done = pipeline_run.completed_by(spark, root, "audiences", str(day), key, [AUDIENCES])
+    if done:
+        summary.notes.append(f"as of {day}: same inputs and settings as run {done}; "
+                             "nothing written")
+        summary.seconds = time.time() - start
+        return summary
     people = customers(spark, root, day, cfg).persist()
     try:
         chosen = {name: Filters.of(spec) for name, spec in specs.items()}
@@ -231,6 +242,7 @@ def audiences(spark: SparkSession, root: str, cfg: Config, as_of: str | None = N
     finally:
         people.unpersist()
     summary.seconds = time.time() - start
+    pipeline_run.record_completion(spark, root, "audiences", str(day), key, summary.seconds)
     return summary
 
 
