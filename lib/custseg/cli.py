@@ -80,9 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="pipeline run id recorded in every table and MLflow "
                                         "run (a scheduler passes one id to all its tasks; "
                                         "default: a new UTC timestamp id)")
-        if name in ("segment", "clv", "drift", "run", "audiences", "export"):
+        if name in ("segment", "clv", "drift", "run"):
             p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
                                            "default: the day after the last invoice")
+        if name in ("audiences", "export"):
+            p.add_argument("--as-of", help="a segmented date (yyyy-mm-dd); default: the "
+                                           "latest segmented date")
         if name in ("segment", "clv", "run"):
             p.add_argument("--use-champion", action="store_true",
                            help="score with the registered champion models, no refit")
