@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from custseg import lakehouse, pipeline_run
 from custseg.config import Config
+from custseg.drift import as_of_dates
 from custseg.errors import InputError
 from custseg.summary import StageSummary
 
@@ -55,12 +56,12 @@ def _gold(spark: SparkSession, root: str, name: str) -> DataFrame | None:
 
 
 def segmented_dates(spark: SparkSession, root: str) -> list[dt.date]:
-    """The as-of dates in ``gold/rfm_segments`` (one row per date reaches the driver)."""
+    """The as-of dates in ``gold/rfm_segments``, oldest first."""
     rfm = _gold(spark, root, "rfm_segments")
     if rfm is None:
         raise InputError(f"{lakehouse.table_path(root, 'gold', 'rfm_segments')}: no segments; "
                          "run 'custseg segment' first")
-    return sorted(r["as_of"] for r in rfm.select("as_of").distinct().collect())
+    return as_of_dates(rfm)
 
 
 def resolve_date(spark: SparkSession, root: str, as_of: str | None) -> dt.date:
@@ -176,7 +177,8 @@ def write(df: DataFrame, out: str, fmt: str, single_file_max_rows: int) -> tuple
     if not single:
         return rows, f"{out} (folder of parts)"
     part = next(f for f in sorted(os.listdir(target)) if f.startswith("part-"))
-    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+    if os.path.isdir(out):  # an earlier, larger export of the same name left a folder of parts
+        shutil.rmtree(out)
     os.replace(os.path.join(target, part), out)
     shutil.rmtree(target)
     return rows, out

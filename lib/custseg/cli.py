@@ -80,29 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="pipeline run id recorded in every table and MLflow "
                                         "run (a scheduler passes one id to all its tasks; "
                                         "default: a new UTC timestamp id)")
-        if name in ("segment", "clv", "drift", "run"):
-            p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
-                                           "default: the day after the last invoice")
-        if name in ("audiences", "export"):
-            p.add_argument("--as-of", help="a segmented date (yyyy-mm-dd); default: the "
-                                           "latest segmented date")
-        if name in ("segment", "clv", "run"):
-            p.add_argument("--use-champion", action="store_true",
-                           help="score with the registered champion models, no refit")
-        if name in ("clv", "run"):
-            p.add_argument("--horizon-days", type=int,
-                           help="predict spend over this many days (default clv.horizon_days)")
-            p.add_argument("--backtest", action="store_true",
-                           help="score at --as-of and compare with the actual spend after it")
-        if name in ("drift", "run"):
-            p.add_argument("--fail-on-drift", action="store_true",
-                           help=f"exit with code {EXIT_DRIFT} when a drift check breaches its "
-                                "threshold (after every stage has run)")
-        if name in ("dashboard", "run"):
-            p.add_argument("--out", help="dashboard HTML file (default dashboard.out, else "
-                                         "<lakehouse>/dashboard/report.html)")
-        if name == "export":
-            _export_arguments(p)
+        _stage_arguments(p, name)
     models = sub.add_parser("models", help="list registered models or roll one back")
     models.add_argument("action", choices=("list", "rollback"))
     models.add_argument("name", nargs="?", help="registered model (rollback)")
@@ -117,6 +95,33 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--conf")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser
+
+
+def _stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """The options only some stages take."""
+    if name in ("segment", "clv", "drift", "run"):
+        p.add_argument("--as-of", help="segment / score as of this date (yyyy-mm-dd); "
+                                       "default: the day after the last invoice")
+    if name in ("audiences", "export"):
+        p.add_argument("--as-of", help="a segmented date (yyyy-mm-dd); default: the "
+                                       "latest segmented date")
+    if name in ("segment", "clv", "run"):
+        p.add_argument("--use-champion", action="store_true",
+                       help="score with the registered champion models, no refit")
+    if name in ("clv", "run"):
+        p.add_argument("--horizon-days", type=int,
+                       help="predict spend over this many days (default clv.horizon_days)")
+        p.add_argument("--backtest", action="store_true",
+                       help="score at --as-of and compare with the actual spend after it")
+    if name in ("drift", "run"):
+        p.add_argument("--fail-on-drift", action="store_true",
+                       help=f"exit with code {EXIT_DRIFT} when a drift check breaches its "
+                            "threshold (after every stage has run)")
+    if name in ("dashboard", "run"):
+        p.add_argument("--out", help="dashboard HTML file (default dashboard.out, else "
+                                     "<lakehouse>/dashboard/report.html)")
+    if name == "export":
+        _export_arguments(p)
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -289,6 +294,20 @@ def storage_failure(exc: BaseException, lakehouse: str) -> str | None:
     return f"cannot write the lakehouse {lakehouse} ({reason}){after}" if reason else None
 
 
+def _generate(args: argparse.Namespace, cfg: Config, started: float) -> int:
+    """``custseg generate``: synthetic invoice lines in the UCI layout."""
+    from custseg.generate import generate_to
+    from custseg.session import build_spark
+
+    if args.customers < 1:
+        raise CustsegError("--customers must be at least 1")
+    spark = build_spark(cfg)
+    log("generate", f"{args.customers:,} customers, seed {args.seed} -> {args.out}")
+    rows = generate_to(spark, args.customers, args.out, args.seed)
+    log("generate", f"wrote {rows:,} invoice lines in {time.time() - started:.1f} s")
+    return EXIT_OK
+
+
 def _models(args: argparse.Namespace, cfg: Config) -> int:
     """``custseg models list`` and ``custseg models rollback NAME --to VERSION``."""
     from custseg import tracking
@@ -327,16 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.conf, args.set)
         if args.stage == "generate":
-            from custseg.generate import generate_to
-            from custseg.session import build_spark
-
-            if args.customers < 1:
-                raise CustsegError("--customers must be at least 1")
-            spark = build_spark(cfg)
-            log("generate", f"{args.customers:,} customers, seed {args.seed} -> {args.out}")
-            rows = generate_to(spark, args.customers, args.out, args.seed)
-            log("generate", f"wrote {rows:,} invoice lines in {time.time() - started:.1f} s")
-            return EXIT_OK
+            return _generate(args, cfg, started)
         if args.stage == "models":
             return _models(args, cfg)
         if args.stage == "ingest" and not args.input:
