@@ -2,8 +2,9 @@
 # MAGIC %md
 # MAGIC # 02 · Segments
 # MAGIC Recency, Frequency and Monetary value per customer as of a date, RFM scores and named
-# MAGIC segments, and KMeans clusters with k chosen by silhouette (the elbow shown beside it),
-# MAGIC tracked in MLflow. Needs notebook 01 (or `custseg refine`) first.
+# MAGIC segments, and clusters with k chosen by stability, elbow and silhouette (the criteria
+# MAGIC per k and the reason are in `gold/cluster_selection`), tracked in MLflow. Needs
+# MAGIC notebook 01 (or `custseg refine`) first.
 # MAGIC
 # MAGIC **Parameters:** `lakehouse`, `as_of` (yyyy-mm-dd; empty: the day after the last invoice),
 # MAGIC `settings`.

@@ -71,7 +71,8 @@ def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict)
 # The clv stage at its lightest: one origin, two cutoffs, few trees and draws.
 CLV_FAST = ["clv.gbt.max_iter=3", "clv.origins=1", "clv.max_snapshots=2",
             "clv.bootstrap.draws=20"]
-NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "cluster.k_max=4", *CLV_FAST])
+NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "cluster.k_max=4",
+                              "cluster.resamples=2", *CLV_FAST])
 
 
 @pytest.fixture(scope="session")

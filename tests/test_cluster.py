@@ -127,7 +127,7 @@ def pipeline(cluster, sample, tmp_path_factory):
     root = str(tmp_path / "lh")
     done = _submit(cluster, str(REPO / "jobs/pipeline.py"), "--input", sample, "--lakehouse",
                    root, "--run-id", "on-the-cluster", "--set", "spark.shuffle_partitions=4",
-                   "--set", "cluster.k_max=3",
+                   "--set", "cluster.k_max=3", "--set", "cluster.resamples=2",
                    *[a for s in CLV_FAST for a in ("--set", s)], cwd=tmp_path)
     return dict(root=root, done=done)
 

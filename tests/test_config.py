@@ -36,6 +36,12 @@ def test_set_overrides_and_types():
      "must be an integer"),
     ("report.growth_months=0", "'report.growth_months' must be at least 1"),
     ("cluster.sweep_sample=10", "'cluster.sweep_sample' must be at least 100, got 10"),
+    ("cluster.algorithm=dbscan", "'cluster.algorithm' must be one of kmeans, bisecting_kmeans, "
+     "gaussian_mixture, got 'dbscan'"),
+    ("cluster.resamples=1", "'cluster.resamples' must be at least 2, got 1"),
+    ("cluster.resample_fraction=0", "'cluster.resample_fraction' must be in (0, 1]"),
+    ("cluster.min_stability=1.5", "'cluster.min_stability' (an adjusted Rand index) must be"),
+    ("cluster.silhouette_tolerance=-0.1", "'cluster.silhouette_tolerance' must be in [0, 2]"),
     ("drift.psi_threshold=-1", "'drift.psi_threshold' must be positive"),
     ("dashboard.top_customers=0", "'dashboard.top_customers' must be at least 1"),
     ("dashboard.retain_segments=[At Risk, Whales]", "'dashboard.retain_segments' names "

@@ -26,7 +26,7 @@ EXPECTED_CHARTS = {
     "calibration-cumulative", "segment-migration",
     "quarantine-reasons",
 }
-FAST = ["cluster.k_max=4", "spark.shuffle_partitions=2"]
+FAST = ["cluster.k_max=4", "cluster.resamples=2", "spark.shuffle_partitions=2"]
 
 
 def _chromium() -> str:
@@ -170,6 +170,21 @@ def test_tables_show_gold_figures(browser_page, built, spark):
     assert sum(sizes.values()) > 0
     actions = page.locator("#segment-actions").inner_text()
     assert "loyalty programme" in actions.lower() and "win-back" in actions.lower()
+
+
+def test_the_cluster_choice_is_shown_with_every_criterion(browser_page, built, spark):
+    page, _ = browser_page
+    selection = lakehouse.read(spark, lakehouse.table_path(built["root"], "gold",
+                                                           "cluster_selection"))
+    latest = selection.agg({"as_of": "max"}).first()[0]
+    rows = {r["k"]: r for r in selection.where(selection.as_of == latest).collect()}
+    shown = page.locator("#cluster-selection tbody tr")
+    cells = [[shown.nth(i).locator("td").nth(j).inner_text() for j in (0, 3, 5)]
+             for i in range(shown.count())]
+    assert cells == [[str(k), f"{rows[k]['stability']:.2f}", rows[k]["verdict"]]
+                     for k in sorted(rows)]
+    chosen = next(r for r in rows.values() if r["chosen"])
+    assert page.locator("#cluster-choice").inner_text().startswith(f"k = {chosen['k']} as of")
 
 
 def test_dashboard_is_the_last_stage_of_run():

@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from custseg import lakehouse
 from custseg.cli import main
-from custseg.drift import adjusted_rand_index
+from custseg.clusters import adjusted_rand_index
 from custseg.segment import replace_as_of
 from tests.test_insights import _numpy_psi
 

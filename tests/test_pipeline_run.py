@@ -26,7 +26,7 @@ CUSTSEG = str(Path(sys.executable).parent / "custseg")
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
         "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
-        *[a for s in CLV_FAST for a in ("--set", s)]]
+        "--set", "cluster.resamples=2", *[a for s in CLV_FAST for a in ("--set", s)]]
 # lineage that differs between any two runs by design; everything else must be equal
 VOLATILE = {"pipeline_run_id", "run_id", "ingested_at", "refined_at"}
 

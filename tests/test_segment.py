@@ -108,7 +108,7 @@ def test_models_registered_with_champion_alias(seg):
     fitted = [r for r in runs if "chosen_k" in r.data.metrics]
     assert len(fitted) == 2
     artifacts = {a.path for a in client.list_artifacts(fitted[0].info.run_id)}
-    assert {"elbow_silhouette.png", "cluster_profiles.csv"} <= artifacts
+    assert {"cluster_selection.png", "cluster_profiles.csv"} <= artifacts
 
 
 def test_report_customers_gains_latest_segment(spark, seg):
@@ -126,3 +126,37 @@ def test_same_inputs_again_write_nothing_and_a_refit_reuses_the_model(seg):
     assert any("same inputs and settings as custseg-segmentation version 1" in n
                for n in seg["refit"].notes)
     assert seg["refit"].rows_out["gold/rfm_segments"] == seg["first"].rows_out["gold/rfm_segments"]
+
+
+def test_the_registered_model_assigns_the_labels_in_the_gold_table(spark, seg):
+    import mlflow.spark
+
+    from custseg import tracking
+    from custseg.refine import CANCELLATIONS, FACT
+    from custseg.rfm import customer_features
+
+    tracking.configure(seg["root"], seg["cfg"])
+    model = mlflow.spark.load_model(f"models:/{MODEL_NAME}@champion")  # fitted at 2011-12-11
+    fact = lakehouse.read(spark, lakehouse.table_path(seg["root"], "silver", FACT))
+    cancelled = lakehouse.read(spark, lakehouse.table_path(seg["root"], "silver", CANCELLATIONS))
+    features = customer_features(fact, cancelled, dt.date(2011, 12, 11), [90])
+    scored = {r["customer_id"]: r["cluster"]
+              for r in model.transform(features).select("customer_id", "cluster").collect()}
+    gold = {r["customer_id"]: r["cluster"] for r in _gold(spark, seg["root"], "customer_clusters")
+            .where(F.col("as_of") == "2011-12-11").collect()}
+    assert scored == gold
+
+
+def test_the_selection_table_holds_every_k_and_why_one_was_chosen(spark, seg):
+    rows = (_gold(spark, seg["root"], "cluster_selection")
+            .where(F.col("as_of") == "2011-12-01").orderBy("k").collect())
+    assert [r["k"] for r in rows] == [2, 3, 4]
+    chosen = [r for r in rows if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["verdict"].startswith("chosen: ")
+    assert all(-1 <= r["stability"] <= 1 and r["wcss"] > 0 and r["algorithm"] == "kmeans"
+               for r in rows)
+    assert all(r["verdict"].startswith(("stable", "unstable")) for r in rows if not r["chosen"])
+    stable = [r["k"] for r in rows if r["stability"] >= 0.8]
+    assert chosen[0]["k"] in stable or not stable
+    printed = [n for n in seg["first"].notes if n.startswith("k = ")]
+    assert len(printed) == 3

@@ -100,10 +100,16 @@ def test_every_customer_rfm_matches_pandas(spark, uci, expected):
     from custseg.config import load_config
     from custseg.segment import segment
 
-    cfg = load_config(overrides=["spark.shuffle_partitions=2", "cluster.k_min=2",
-                                 "cluster.k_max=3"])
+    cfg = load_config(overrides=["spark.shuffle_partitions=2"])
     summary = segment(spark, uci["root"], cfg)
     assert "as of 2011-12-10" in summary.notes
+    # the default rule picks a stable k in 3..8 on the workbook (not the k = 2 silhouette alone
+    # chose), with every criterion kept
+    selection = _read(spark, uci["root"], "gold", "cluster_selection").collect()
+    assert sorted(r["k"] for r in selection) == list(range(3, 9))
+    chosen = [r for r in selection if r["chosen"]]
+    assert len(chosen) == 1 and 3 <= chosen[0]["k"] <= 8
+    assert chosen[0]["stability"] >= 0.8
     rfm = _read(spark, uci["root"], "gold", "rfm_segments").toPandas().set_index(
         "customer_id").sort_index()
     want = expected["per_customer"].sort_index()

@@ -37,6 +37,8 @@ CLUSTER_FEATURES = (
     "distinct_products", "days_between_purchases", "return_rate",
 )
 
+CLUSTER_ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+
 Config = dict[str, Any]
 
 # Python codec name -> the charset name Spark's CSV reader accepts.
@@ -256,6 +258,23 @@ def _validate_models(cfg: Config) -> None:
         raise ConfigError(f"'cluster.k' must be at least 2, got {cl['k']}")
     if cl["max_iter"] < 1:
         raise ConfigError("'cluster.max_iter' must be at least 1")
+    if cl["algorithm"] not in CLUSTER_ALGORITHMS:
+        raise ConfigError(f"'cluster.algorithm' must be one of {', '.join(CLUSTER_ALGORITHMS)}, "
+                          f"got {cl['algorithm']!r}")
+    if cl["resamples"] < 2:
+        raise ConfigError(f"'cluster.resamples' must be at least 2, got {cl['resamples']}")
+    if not 0 < cl["resample_fraction"] <= 1:
+        raise ConfigError(f"'cluster.resample_fraction' must be in (0, 1], got "
+                          f"{cl['resample_fraction']}")
+    if not -1 <= cl["min_stability"] <= 1:
+        raise ConfigError(f"'cluster.min_stability' (an adjusted Rand index) must be in "
+                          f"[-1, 1], got {cl['min_stability']}")
+    if not 0 <= cl["silhouette_tolerance"] <= 2:
+        raise ConfigError(f"'cluster.silhouette_tolerance' must be in [0, 2], got "
+                          f"{cl['silhouette_tolerance']}")
+    if cl["stability_sample"] < 100:
+        raise ConfigError(f"'cluster.stability_sample' must be at least 100, got "
+                          f"{cl['stability_sample']}")
     if cl["sweep_sample"] < 100:
         raise ConfigError(f"'cluster.sweep_sample' must be at least 100, got "
                           f"{cl['sweep_sample']}")

@@ -506,22 +506,44 @@ def _clusters_html(c: dict, ch: _Charts, cur: str) -> str:
                                 f"{c['scatter_of']:,}, a seeded sample)")
         parts.append(ch.div(fig, "cluster-scatter", height=420))
     if c.get("selection"):
-        sel = c["selection"]
-        ks = [r["k"] for r in sel]
-        elbow = [r["k"] for r in sel if r["elbow"]]
-        chosen = [r["k"] for r in sel if r["chosen"]]
-        fig = go.Figure(go.Scatter(x=ks, y=[r["wcss"] for r in sel], mode="lines+markers"))
-        for k in elbow:
-            fig.add_vline(x=k, line_dash="dash", annotation_text=f"elbow k={k}")
-        fig.update_layout(title=f"Elbow: within-cluster sum of squares "
-                                f"({c['selection_as_of']})", xaxis_title="k")
-        parts.append(ch.div(fig, "cluster-elbow", height=320))
-        fig = go.Figure(go.Scatter(x=ks, y=[r["silhouette"] for r in sel],
-                                   mode="lines+markers", line_color="#2ca02c"))
-        for k in chosen:
-            fig.add_vline(x=k, line_dash="dash", annotation_text=f"chosen k={k}")
-        fig.update_layout(title="Silhouette by k", xaxis_title="k")
-        parts.append(ch.div(fig, "cluster-silhouette", height=320))
+        parts.append(_selection_html(c["selection"], c["selection_as_of"], ch))
+    return "".join(parts)
+
+
+def _selection_html(sel: list[dict], as_of: dt.date, ch: _Charts) -> str:
+    """Why k was chosen: the criteria of every k tried, the verdicts, and their curves."""
+    import plotly.graph_objects as go
+
+    ks = [r["k"] for r in sel]
+    chosen = next((r for r in sel if r["chosen"]), None)
+    cost = "bic" if any(r.get("bic") is not None for r in sel) else "wcss"
+    parts = []
+    if chosen is not None and chosen.get("verdict"):
+        parts.append(f'<p id="cluster-choice">k = {chosen["k"]} as of {as_of}: '
+                     f'{html.escape(chosen["verdict"].removeprefix("chosen: "))}</p>')
+    parts.append(_html_table(sel, [
+        ("k", "k", _num), ("BIC" if cost == "bic" else "within-cluster sum of squares", cost,
+                           lambda v: _num(v, 1)),
+        ("silhouette", "silhouette", lambda v: _num(v, 3)),
+        ("stability (ARI)", "stability", lambda v: _num(v, 2)),
+        ("elbow", "elbow", lambda v: "yes" if v else ""),
+        ("verdict", "verdict", _num)], "cluster-selection"))
+    fig = go.Figure(go.Scatter(x=ks, y=[r[cost] for r in sel], mode="lines+markers"))
+    for r in sel:
+        if r["elbow"]:
+            fig.add_vline(x=r["k"], line_dash="dash", annotation_text=f"elbow k={r['k']}")
+    fig.update_layout(title=("BIC" if cost == "bic" else "Elbow: within-cluster sum of squares")
+                      + f" ({as_of})", xaxis_title="k")
+    parts.append(ch.div(fig, "cluster-elbow", height=320))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=ks, y=[r["silhouette"] for r in sel], mode="lines+markers",
+                             name="silhouette", line_color="#2ca02c"))
+    fig.add_trace(go.Scatter(x=ks, y=[r.get("stability") for r in sel], mode="lines+markers",
+                             name="stability (mean ARI of resamples)", line_color="#9467bd"))
+    if chosen is not None:
+        fig.add_vline(x=chosen["k"], line_dash="dash", annotation_text=f"chosen k={chosen['k']}")
+    fig.update_layout(title="Silhouette and stability by k", xaxis_title="k")
+    parts.append(ch.div(fig, "cluster-silhouette", height=320))
     return "".join(parts)
 
 

@@ -14,6 +14,7 @@ from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from custseg.clusters import adjusted_rand_index
 from custseg.quantiles import even_cuts
 
 NEW = "(new)"
@@ -87,29 +88,6 @@ def psi(expected: DataFrame, actual: DataFrame, column: str, bins: int = 10) -> 
         qi = max(q.get(float(i), 0.0), PSI_FLOOR)
         out += (qi - pi) * math.log(qi / pi)
     return out
-
-
-def adjusted_rand_index(contingency: list[tuple[int, int, int]]) -> float | None:
-    """ARI from (label a, label b, count) cells of the two assignments' contingency table."""
-    def pairs(n: float) -> float:
-        return n * (n - 1) / 2
-
-    rows: dict[int, int] = {}
-    cols: dict[int, int] = {}
-    for a, b, n in contingency:
-        rows[a] = rows.get(a, 0) + n
-        cols[b] = cols.get(b, 0) + n
-    total = sum(rows.values())
-    if total < 2:
-        return None
-    index = sum(pairs(n) for _, _, n in contingency)
-    sum_a = sum(pairs(n) for n in rows.values())
-    sum_b = sum(pairs(n) for n in cols.values())
-    expected = sum_a * sum_b / pairs(total)
-    top = (sum_a + sum_b) / 2
-    if top == expected:
-        return 1.0
-    return (index - expected) / (top - expected)
 
 
 def cluster_stability(clusters: DataFrame, before: dt.date, after: dt.date) -> float | None:

@@ -130,7 +130,9 @@ def overwrite(df: DataFrame, path: str, metadata: dict | None = None) -> None:
 
 def replace_where(df: DataFrame, path: str, condition: str, partition_by: str) -> None:
     """Replace the rows matching ``condition`` in one commit; other rows are kept, so a table
-    keyed by date builds history and a rerun of one date replaces only that date."""
+    keyed by date builds history and a rerun of one date replaces only that date. Columns
+    new to the table are added (null in its older rows)."""
     _save(pipeline_run.stamp(df).write.format("delta").mode("overwrite")
-          .option("replaceWhere", condition).option("userMetadata", _commit_metadata())
+          .option("replaceWhere", condition).option("mergeSchema", "true")
+          .option("userMetadata", _commit_metadata())
           .partitionBy(partition_by), df, path)

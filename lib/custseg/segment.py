@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -18,7 +19,7 @@ from custseg.clusters import (
     assign,
     fit_clusters,
     name_clusters,
-    overall_medians,
+    population,
     profiles,
 )
 from custseg.config import Config
@@ -51,11 +52,26 @@ def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None
 
 
 def selection_table(spark: SparkSession, sweep: Sweep, as_of: dt.date) -> DataFrame:
-    """One row per k tried: WCSS, silhouette, and whether it is the chosen k or the elbow."""
+    """One row per k tried: every criterion, whether it is the elbow or the chosen k, and the
+    verdict (why the chosen k won; whether another was stable)."""
     return spark.createDataFrame(
-        [(as_of, k, sweep.wcss[k], sweep.silhouette[k], k == sweep.chosen_k, k == sweep.elbow_k)
-         for k in sorted(sweep.wcss)],
-        "as_of date, k int, wcss double, silhouette double, chosen boolean, elbow boolean")
+        [(as_of, k, sweep.algorithm, sweep.wcss.get(k), sweep.silhouette[k],
+          sweep.stability[k], sweep.bic.get(k), k == sweep.elbow_k, k == sweep.chosen_k,
+          sweep.verdicts[k]) for k in sorted(sweep.silhouette)],
+        "as_of date, k int, algorithm string, wcss double, silhouette double, stability double, "
+        "bic double, elbow boolean, chosen boolean, verdict string")
+
+
+def criteria_lines(sweep: Sweep) -> list[str]:
+    """The criteria table as printed by the run, one line per k, then the reason."""
+    out = []
+    for k in sorted(sweep.silhouette):
+        cost = (f"BIC {sweep.bic[k]:,.0f}" if k in sweep.bic else f"WCSS {sweep.wcss[k]:,.1f}")
+        mark = " <- chosen" if k == sweep.chosen_k else " (elbow)" if k == sweep.elbow_k else ""
+        out.append(f"k = {k}: {cost}, silhouette {sweep.silhouette[k]:.3f}, stability "
+                   f"{sweep.stability[k]:.2f}{mark}")
+    out.append(f"{sweep.algorithm} k = {sweep.chosen_k}: {sweep.reason}")
+    return out
 
 
 def _charts(sweep: Sweep, folder: str) -> str:
@@ -64,18 +80,23 @@ def _charts(sweep: Sweep, folder: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ks = sorted(sweep.wcss)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ks, [sweep.wcss[k] for k in ks], marker="o")
-    a.axvline(sweep.elbow_k, linestyle="--", color="grey", label=f"elbow k={sweep.elbow_k}")
-    a.set(title="Within-cluster sum of squares", xlabel="k")
-    a.legend()
-    b.plot(ks, [sweep.silhouette[k] for k in ks], marker="o", color="tab:green")
-    b.axvline(sweep.chosen_k, linestyle="--", color="grey", label=f"chosen k={sweep.chosen_k}")
-    b.set(title="Silhouette", xlabel="k")
-    b.legend()
+    ks = sorted(sweep.silhouette)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4))
+    cost = sweep.bic or sweep.wcss
+    a.plot(ks, [cost[k] for k in ks], marker="o")
+    if sweep.elbow_k:
+        a.axvline(sweep.elbow_k, linestyle="--", color="grey", label=f"elbow k={sweep.elbow_k}")
+        a.legend()
+    a.set(title="BIC" if sweep.bic else "Within-cluster sum of squares", xlabel="k")
+    for ax, values, title in ((b, sweep.silhouette, "Silhouette"),
+                              (c, sweep.stability, "Stability (mean ARI of resamples)")):
+        ax.plot(ks, [values[k] for k in ks], marker="o", color="tab:green")
+        ax.axvline(sweep.chosen_k, linestyle="--", color="grey",
+                   label=f"chosen k={sweep.chosen_k}")
+        ax.set(title=title, xlabel="k")
+        ax.legend()
     fig.tight_layout()
-    path = os.path.join(folder, "elbow_silhouette.png")
+    path = os.path.join(folder, "cluster_selection.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -87,7 +108,6 @@ def segment(
 ) -> StageSummary:
     """Write gold/rfm_segments, gold/customer_clusters and gold/cluster_profiles for a date."""
     import mlflow
-    import mlflow.spark
 
     start = time.time()
     summary = StageSummary("segment")
@@ -108,8 +128,41 @@ def segment(
                              "nothing written")
         summary.seconds = time.time() - start
         return summary
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-    fact = lakehouse.read(spark, fact_path)
+    features, segments, counts = _segments(spark, root, cfg, date, summary)
+    cl = cfg["cluster"]
+    with mlflow.start_run(run_name=f"segment {date}",
+                          tags=pipeline_run.mlflow_tags("segment")) as run:
+        mlflow.log_params({"as_of": str(date), "features": ",".join(cl["features"]),
+                           "algorithm": cl["algorithm"], "k_min": cl["k_min"],
+                           "k_max": cl["k_max"], "k_fixed": cl["k"], "seed": cl["seed"],
+                           "resamples": cl["resamples"], "min_stability": cl["min_stability"],
+                           "use_champion": use_champion, "customers": summary.rows_in})
+        mlflow.log_metrics({f"segment_{k.lower().replace(' ', '_')}": v
+                            for k, v in counts.items()})
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+        model, version = _cluster_model(spark, root, cfg, features, date, fingerprint,
+                                        use_champion, summary)
+        rows, names = _write_clusters(spark, root, cfg, model, version, features, segments,
+                                      date, summary)
+        summary.notes.append(f"mlflow run {run.info.run_id}")
+    for r in sorted(rows, key=lambda r: -r["share_revenue"]):
+        summary.notes.append(
+            f"cluster {r['cluster']} '{names[r['cluster']]}': {r['customers']:,} customers "
+            f"({r['share_customers']:.1%}), {r['share_revenue']:.1%} of revenue, median R "
+            f"{r['median_recency_days']:.0f} d, F {r['median_frequency']:.0f}, M "
+            f"{r['median_monetary']:,.0f}; mostly {r['dominant_segment']}")
+    from custseg.report import refresh_customer_report
+
+    summary.rows_out["gold/report_customers"] = refresh_customer_report(spark, root)
+    summary.seconds = time.time() - start
+    pipeline_run.record_completion(spark, root, "segment", str(date), key, summary.seconds)
+    return summary
+
+
+def _segments(spark: SparkSession, root: str, cfg: Config, date: dt.date,
+              summary: StageSummary) -> tuple[DataFrame, DataFrame, dict[str, int]]:
+    """Features (persisted) and gold/rfm_segments of the date, and customers per segment."""
+    fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
     cancel_path = lakehouse.table_path(root, "silver", CANCELLATIONS)
     cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
                      else spark.createDataFrame([], "customer_id int, invoice_date timestamp, "
@@ -130,91 +183,87 @@ def segment(
     summary.notes.append(f"as of {date}")
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
         summary.notes.append(f"segment {name}: {count:,} ({count / n:.1%})")
+    return features, segments, counts
 
-    with mlflow.start_run(run_name=f"segment {date}",
-                          tags=pipeline_run.mlflow_tags("segment")) as run:
-        mlflow.log_params({"as_of": str(date), "features": ",".join(cfg["cluster"]["features"]),
-                           "k_min": cfg["cluster"]["k_min"], "k_max": cfg["cluster"]["k_max"],
-                           "k_fixed": cfg["cluster"]["k"], "seed": cfg["cluster"]["seed"],
-                           "use_champion": use_champion, "customers": n})
-        mlflow.log_metrics({f"segment_{k.lower().replace(' ', '_')}": v
-                            for k, v in counts.items()})
-        if use_champion:
-            version = tracking.champion_version(MODEL_NAME)
-            if version is None:
-                raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
-                                 f"{MODEL_NAME} is registered yet")
-            model = mlflow.spark.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}")
-            summary.notes.append(f"clusters assigned by {MODEL_NAME} version {version}")
-        elif version := tracking.version_with_tag(MODEL_NAME, FINGERPRINT, fingerprint):
-            model = mlflow.spark.load_model(f"models:/{MODEL_NAME}/{version}")
-            tracking.set_champion(MODEL_NAME, version)
-            summary.notes.append(f"same inputs and settings as {MODEL_NAME} version {version} "
-                                 f"(a run that stopped early): not refitted; '{tracking.CHAMPION}'")
-        else:
-            model, sweep = fit_clusters(features, cfg)
-            for k in sorted(sweep.wcss):
-                mlflow.log_metric("wcss", sweep.wcss[k], step=k)
-                mlflow.log_metric("silhouette", sweep.silhouette[k], step=k)
-            mlflow.log_metrics({"chosen_k": sweep.chosen_k, "elbow_k": sweep.elbow_k,
-                                "chosen_silhouette": sweep.silhouette[sweep.chosen_k]})
-            summary.notes.append(
-                f"k = {sweep.chosen_k} (silhouette {sweep.silhouette[sweep.chosen_k]:.3f}); "
-                f"elbow at k = {sweep.elbow_k}; silhouette by k: "
-                + ", ".join(f"{k}: {s:.3f}" for k, s in sorted(sweep.silhouette.items())))
-            mlflow.log_params({"customers": sweep.customers, "swept_on": sweep.swept_on})
-            if sweep.swept_on < sweep.customers:
-                summary.notes.append(f"k swept on a {sweep.swept_on:,}-customer sample of "
-                                     f"{sweep.customers:,}; k = {sweep.chosen_k} fitted on all")
-            with tempfile.TemporaryDirectory() as tmp:
-                mlflow.log_artifact(_charts(sweep, tmp))
-            replace_as_of(selection_table(spark, sweep, date),
-                          lakehouse.table_path(root, "gold", CLUSTER_SELECTION), date)
-            summary.rows_out["gold/cluster_selection"] = len(sweep.wcss)
-            info = tracking.log_spark_model(model, artifact_path="model",
-                                            registered_model_name=MODEL_NAME)
-            version = info.registered_model_version
-            tracking.set_version_tag(MODEL_NAME, version, FINGERPRINT, fingerprint)
-            tracking.set_champion(MODEL_NAME, version)
-            summary.notes.append(f"registered {MODEL_NAME} version {version} as "
-                                 f"'{tracking.CHAMPION}'")
-        assigned = assign(model, features).persist()
-        profile = profiles(assigned, segments).persist()
-        rows = [r.asDict() for r in profile.collect()]  # one row per cluster (k <= k_max)
-        names = name_clusters(rows, overall_medians(segments))
-        name_df = spark.createDataFrame([(k, v) for k, v in names.items()],
-                                        "cluster int, cluster_name string")
-        clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
-        replace_as_of(assigned.join(F.broadcast(name_df), "cluster")
-                      .select("customer_id", "as_of", "cluster", "cluster_name"),
-                      clusters_path, date)
-        profiles_path = lakehouse.table_path(root, "gold", CLUSTER_PROFILES)
-        replace_as_of(profile.join(F.broadcast(name_df), "cluster")
-                      .withColumn("model_version", F.lit(str(version))), profiles_path, date)
-        assigned.unpersist()
-        profile.unpersist()
-        features.unpersist()
-        summary.rows_out["gold/customer_clusters"] = sum(r["customers"] for r in rows)
-        summary.rows_out["gold/cluster_profiles"] = len(rows)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "cluster_profiles.csv")
-            keys = list(rows[0].keys()) + ["cluster_name"]
-            with open(path, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=keys)
-                writer.writeheader()
-                for r in sorted(rows, key=lambda r: r["cluster"]):
-                    writer.writerow({**r, "cluster_name": names[r["cluster"]]})
-            mlflow.log_artifact(path)
-        summary.notes.append(f"mlflow run {run.info.run_id}")
-    for r in sorted(rows, key=lambda r: -r["share_revenue"]):
-        summary.notes.append(
-            f"cluster {r['cluster']} '{names[r['cluster']]}': {r['customers']:,} customers "
-            f"({r['share_customers']:.1%}), {r['share_revenue']:.1%} of revenue, median R "
-            f"{r['median_recency_days']:.0f} d, F {r['median_frequency']:.0f}, M "
-            f"{r['median_monetary']:,.0f}; mostly {r['dominant_segment']}")
-    from custseg.report import refresh_customer_report
 
-    summary.rows_out["gold/report_customers"] = refresh_customer_report(spark, root)
-    summary.seconds = time.time() - start
-    pipeline_run.record_completion(spark, root, "segment", str(date), key, summary.seconds)
-    return summary
+def _cluster_model(spark: SparkSession, root: str, cfg: Config, features: DataFrame,
+                   date: dt.date, fingerprint: str, use_champion: bool,
+                   summary: StageSummary) -> tuple[PipelineModel, str]:
+    """The champion (--use-champion), a version registered for the same inputs and settings,
+    or a new fit: registered, made champion, its selection written to gold/cluster_selection."""
+    import mlflow
+    import mlflow.spark
+
+    if use_champion:
+        version = tracking.champion_version(MODEL_NAME)
+        if version is None:
+            raise InputError(f"--use-champion: no '{tracking.CHAMPION}' version of "
+                             f"{MODEL_NAME} is registered yet")
+        summary.notes.append(f"clusters assigned by {MODEL_NAME} version {version}")
+        return mlflow.spark.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}"), version
+    if version := tracking.version_with_tag(MODEL_NAME, FINGERPRINT, fingerprint):
+        tracking.set_champion(MODEL_NAME, version)
+        summary.notes.append(f"same inputs and settings as {MODEL_NAME} version {version} "
+                             f"(a run that stopped early): not refitted; '{tracking.CHAMPION}'")
+        return mlflow.spark.load_model(f"models:/{MODEL_NAME}/{version}"), version
+    model, sweep = fit_clusters(features, cfg)
+    for k in sorted(sweep.silhouette):
+        for metric in ("wcss", "bic", "silhouette", "stability"):
+            if k in getattr(sweep, metric):
+                mlflow.log_metric(metric, getattr(sweep, metric)[k], step=k)
+    mlflow.log_metrics({"chosen_k": sweep.chosen_k, "elbow_k": sweep.elbow_k,
+                        "chosen_silhouette": sweep.silhouette[sweep.chosen_k],
+                        "chosen_stability": sweep.stability[sweep.chosen_k]})
+    mlflow.set_tag("k_reason", sweep.reason)
+    summary.notes.extend(criteria_lines(sweep))
+    mlflow.log_params({"swept_on": sweep.swept_on})
+    if sweep.swept_on < sweep.customers:
+        summary.notes.append(f"k swept on a {sweep.swept_on:,}-customer sample of "
+                             f"{sweep.customers:,}; k = {sweep.chosen_k} fitted on all")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(_charts(sweep, tmp))
+    replace_as_of(selection_table(spark, sweep, date),
+                  lakehouse.table_path(root, "gold", CLUSTER_SELECTION), date)
+    summary.rows_out["gold/cluster_selection"] = len(sweep.silhouette)
+    info = tracking.log_spark_model(model, artifact_path="model",
+                                    registered_model_name=MODEL_NAME)
+    version = info.registered_model_version
+    tracking.set_version_tag(MODEL_NAME, version, FINGERPRINT, fingerprint)
+    tracking.set_champion(MODEL_NAME, version)
+    summary.notes.append(f"registered {MODEL_NAME} version {version} as '{tracking.CHAMPION}'")
+    return model, version
+
+
+def _write_clusters(spark: SparkSession, root: str, cfg: Config, model: PipelineModel,
+                    version: str, features: DataFrame, segments: DataFrame, date: dt.date,
+                    summary: StageSummary) -> tuple[list[dict], dict[int, str]]:
+    """gold/customer_clusters and gold/cluster_profiles of the date, with the names; the
+    profiles also go to MLflow as a CSV. Returns the profile rows (one per cluster)."""
+    import mlflow
+
+    assigned = assign(model, features).persist()
+    profile = profiles(assigned, segments, cfg["cluster"]["features"]).persist()
+    rows = [r.asDict() for r in profile.collect()]  # one row per cluster (k <= k_max)
+    names = name_clusters(rows, *population(segments, cfg["cluster"]["features"]))
+    name_df = spark.createDataFrame([(k, v) for k, v in names.items()],
+                                    "cluster int, cluster_name string")
+    replace_as_of(assigned.join(F.broadcast(name_df), "cluster")
+                  .select("customer_id", "as_of", "cluster", "cluster_name"),
+                  lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS), date)
+    replace_as_of(profile.join(F.broadcast(name_df), "cluster")
+                  .withColumn("model_version", F.lit(str(version))),
+                  lakehouse.table_path(root, "gold", CLUSTER_PROFILES), date)
+    assigned.unpersist()
+    profile.unpersist()
+    features.unpersist()
+    summary.rows_out["gold/customer_clusters"] = sum(r["customers"] for r in rows)
+    summary.rows_out["gold/cluster_profiles"] = len(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cluster_profiles.csv")
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[*rows[0].keys(), "cluster_name"])
+            writer.writeheader()
+            for r in sorted(rows, key=lambda r: r["cluster"]):
+                writer.writerow({**r, "cluster_name": names[r["cluster"]]})
+        mlflow.log_artifact(path)
+    return rows, names
