@@ -20,7 +20,7 @@ from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg import drift, insights, lakehouse
+from custseg import drift, insights, lakehouse, storage
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.summary import StageSummary
@@ -804,22 +804,7 @@ def default_out(root: str, cfg: Config) -> str:
 
 
 def _write(spark: SparkSession, text: str, out: str) -> None:
-    if lakehouse.is_uri(out):
-        jvm = spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(out)
-        fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        stream = fs.create(path, True)
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
-        return
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
+    storage.File.at(out if lakehouse.is_uri(out) else os.path.abspath(out), spark).write(text)
 
 
 def dashboard(spark: SparkSession, root: str, cfg: Config, out: str | None = None

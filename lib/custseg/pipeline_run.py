@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from custseg import storage
 from custseg.errors import ConfigError, LakehouseBusy
 
 COLUMN = "pipeline_run_id"
@@ -104,85 +104,6 @@ def _alive(holder: dict) -> bool | None:
     return started is None or _proc_start(pid) in (None, started)
 
 
-class _LocalFile:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def create(self, text: str) -> bool:
-        """Write the text aside, then hard-link it into place: the lock appears whole or not
-        at all, so a run that loses the race never reads a half-written lock."""
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        fd, aside = tempfile.mkstemp(dir=folder, prefix=".run.lock.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.link(aside, self.path)
-        except FileExistsError:
-            return False
-        except OSError:  # a mount without hard links: exclusive create, then the text
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-        finally:
-            os.remove(aside)
-        return True
-
-    def read(self) -> str | None:
-        try:
-            with open(self.path) as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return None
-
-    def delete(self) -> None:
-        try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
-
-
-class _HadoopFile:
-    """The same on any Hadoop FileSystem; ``create(overwrite=false)`` is atomic on HDFS and on
-    stores with conditional writes, best effort elsewhere."""
-
-    def __init__(self, spark: SparkSession, uri: str) -> None:
-        jvm = spark.sparkContext._jvm
-        self.path = jvm.org.apache.hadoop.fs.Path(uri)
-        self.fs = self.path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        self.jvm = jvm
-
-    def create(self, text: str) -> bool:
-        try:
-            stream = self.fs.create(self.path, False)
-        except Exception as exc:  # FileAlreadyExistsException arrives as a Py4J error
-            if "AlreadyExists" in str(exc) or self.fs.exists(self.path):
-                return False
-            raise
-        stream.write(bytearray(text.encode("utf-8")))
-        stream.close()
-        return True
-
-    def read(self) -> str | None:
-        if not self.fs.exists(self.path):
-            return None
-        stream = self.fs.open(self.path)
-        reader = self.jvm.java.io.BufferedReader(self.jvm.java.io.InputStreamReader(stream))
-        lines = []
-        line = reader.readLine()
-        while line is not None:
-            lines.append(line)
-            line = reader.readLine()
-        reader.close()
-        return "\n".join(lines)
-
-    def delete(self) -> None:
-        self.fs.delete(self.path, False)
-
-
 def lock_path(root: str) -> str:
     """Where the lock of a lakehouse lives."""
     from custseg import lakehouse
@@ -202,7 +123,7 @@ def lakehouse_lock(
     from custseg import lakehouse
 
     path = lock_path(root)
-    handle = _HadoopFile(spark, path) if lakehouse.is_uri(path) and spark else _LocalFile(path)
+    handle = storage.File.at(path, spark)
     pid = os.getpid()
     mine = {"run_id": run_id, "pid": pid, "host": socket.gethostname(),
             "proc_start": _proc_start(pid), "command": command,
@@ -245,7 +166,7 @@ def _parse(raw: str | None) -> dict | None:
     return held if isinstance(held, dict) else None
 
 
-def _read_holder(handle: _LocalFile | _HadoopFile, wait: float = 2.0) -> dict | None:
+def _read_holder(handle: storage.File, wait: float = 2.0) -> dict | None:
     """The lock's JSON; None when the lock is gone; {} when it stays unreadable for ``wait``
     seconds (a store without atomic create shows the file before its text)."""
     deadline = time.monotonic() + wait

@@ -44,14 +44,14 @@ _INT_MAX = 2147483647
 
 def parse_whole_number(text: Column) -> Column:
     """Text to int when it is a finite whole number ("6", "6.0", "1e2"); else null."""
-    d = F.expr(f"try_cast(trim({_sql(text)}) as double)")
+    d = F.trim(text).try_cast("double")
     ok = d.isNotNull() & ~F.isnan(d) & (F.abs(d) <= _INT_MAX) & (d == F.floor(d))
     return F.when(ok, d.cast("int"))
 
 
 def parse_decimal_number(text: Column) -> Column:
     """Text to double when it is a finite number; else null."""
-    d = F.expr(f"try_cast(trim({_sql(text)}) as double)")
+    d = F.trim(text).try_cast("double")
     return F.when(d.isNotNull() & ~F.isnan(d) & (F.abs(d) < float("inf")), d)
 
 
@@ -59,10 +59,6 @@ def parse_timestamp(text: Column, formats: list[str]) -> Column:
     """Text to timestamp with the first matching pattern; null when none matches."""
     trimmed = F.trim(text)
     return F.coalesce(*[F.try_to_timestamp(trimmed, F.lit(fmt)) for fmt in formats])
-
-
-def _sql(col: Column) -> str:
-    return col._jc.toString()  # type: ignore[attr-defined]
 
 
 def _blank(col: Column) -> Column:

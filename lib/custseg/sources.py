@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from custseg import storage
 from custseg.config import FIELDS, Config, spark_charset
 from custseg.errors import InputError
 from custseg.paths import is_uri
@@ -29,18 +30,11 @@ SOURCE_FIELDS = FIELDS
 TEXT_TS = "yyyy-MM-dd HH:mm:ss"
 
 
-def _hadoop_fs(spark: SparkSession, path: str):  # noqa: ANN202
-    jvm = spark.sparkContext._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(path)
-    return jpath, jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
 def check_exists(spark: SparkSession, path: str) -> None:
     """Raise InputError when a remote input is missing (a local one: ``preflight.check_input``)."""
     if not is_uri(path):
         return
-    jpath, fs = _hadoop_fs(spark, path)
-    if not fs.exists(jpath):
+    if not storage.for_path(path, spark).exists(path):
         raise InputError(f"{path}: input file not found")
 
 
@@ -62,14 +56,8 @@ def fingerprint(spark: SparkSession, path: str) -> str:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
         return digest.hexdigest()
-    jpath, fs = _hadoop_fs(spark, path)
-    it = fs.listFiles(jpath, True)
-    entries = []
-    while it.hasNext():
-        st = it.next()
-        entries.append(f"{st.getPath().toString()}|{st.getLen()}|{st.getModificationTime()}")
-    for e in sorted(entries):
-        digest.update(e.encode())
+    for name, size, modified in storage.for_path(path, spark).files(path):
+        digest.update(f"{name}|{size}|{modified}".encode())
     return digest.hexdigest()
 
 
