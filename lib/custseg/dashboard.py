@@ -558,6 +558,28 @@ def _band_label(i: int, cur: str) -> str:
     return f"{cur}{lo:,.0f}+" if math.isinf(hi) else f"{cur}{lo:,.0f}-{hi:,.0f}"
 
 
+def _backtest_html(v: dict) -> str:
+    """Every backtested model's metrics with their intervals (the mean over the origins)."""
+    origins = v.get("origins") or []
+    span = (f"mean over {len(origins)} origins ({', '.join(map(str, origins))})"
+            if len(origins) > 1 else f"at {v['backtest_as_of']}")
+    rows = [{**r, **{f"{m}_shown": _with_interval(r, m) for m in (
+        "normalised_gini", "spearman", "top_decile_share", "tier_macro_f1")},
+        "ratio": (r["predicted_total"] / r["actual_total"]
+                  if r.get("predicted_total") is not None and r.get("actual_total")
+                  else None)} for r in v["backtest"]]
+    return (f"<h3>Backtest, {html.escape(span)}, with 90% bootstrap intervals</h3>"
+            + _html_table(rows, [
+                ("model", "model", _num), ("role", "role", _num), ("serves", "served", _num),
+                ("version", "model_version", _num),
+                ("normalised Gini", "normalised_gini_shown", _num),
+                ("Spearman", "spearman_shown", _num),
+                ("top-decile share", "top_decile_share_shown", _num),
+                ("tier macro-F1", "tier_macro_f1_shown", _num),
+                ("predicted / actual spend", "ratio", lambda x: _num(x, 2)),
+                ("inside the 80% interval", "interval_coverage", _pct)], "clv-backtest"))
+
+
 def _value_html(v: dict, ch: _Charts, cur: str) -> str:
     import plotly.graph_objects as go
 
@@ -590,24 +612,7 @@ def _value_html(v: dict, ch: _Charts, cur: str) -> str:
     if v.get("calibration"):
         parts.append(_calibration_html(v, ch))
     if v.get("backtest"):
-        origins = v.get("origins") or []
-        span = (f"mean over {len(origins)} origins ({', '.join(map(str, origins))})"
-                if len(origins) > 1 else f"at {v['backtest_as_of']}")
-        parts.append(f"<h3>Backtest, {html.escape(span)}, with 90% bootstrap intervals</h3>")
-        rows = [{**r, **{f"{m}_shown": _with_interval(r, m) for m in (
-            "normalised_gini", "spearman", "top_decile_share", "tier_macro_f1")},
-            "ratio": (r["predicted_total"] / r["actual_total"]
-                      if r.get("predicted_total") is not None and r.get("actual_total")
-                      else None)} for r in v["backtest"]]
-        parts.append(_html_table(rows, [
-            ("model", "model", _num), ("role", "role", _num), ("serves", "served", _num),
-            ("version", "model_version", _num),
-            ("normalised Gini", "normalised_gini_shown", _num),
-            ("Spearman", "spearman_shown", _num),
-            ("top-decile share", "top_decile_share_shown", _num),
-            ("tier macro-F1", "tier_macro_f1_shown", _num),
-            ("predicted / actual spend", "ratio", lambda x: _num(x, 2)),
-            ("inside the 80% interval", "interval_coverage", _pct)], "clv-backtest"))
+        parts.append(_backtest_html(v))
     if "retain" in v:
         parts.append("<h3>Top customers to retain</h3>")
         parts.append(_html_table(v["retain"], [

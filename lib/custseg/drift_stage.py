@@ -7,16 +7,17 @@ features they score have shifted.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg import lakehouse, pipeline_run, tracking
 from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
 from custseg.config import Config
-from custseg.drift import as_of_dates, compare
+from custseg.drift import Check, as_of_dates, compare
 from custseg.errors import InputError
 from custseg.segment import CUSTOMER_CLUSTERS, RFM_SEGMENTS, parse_as_of, replace_as_of
 from custseg.summary import StageSummary
@@ -34,28 +35,17 @@ def _metric_name(check: str) -> str:
 def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
           ) -> StageSummary:
     """Compare ``as_of`` (default: the latest segmented date) with the date before it."""
-    import mlflow
-
     start = time.time()
     summary = StageSummary("drift")
     rfm_path = lakehouse.table_path(root, "gold", RFM_SEGMENTS)
     if not lakehouse.exists(spark, rfm_path):
         raise InputError(f"{rfm_path}: no segments; run 'custseg segment' first")
     rfm = lakehouse.read(spark, rfm_path)
-    dates = as_of_dates(rfm)
-    if as_of:
-        after = parse_as_of(as_of)
-        if after not in dates:
-            raise InputError(f"drift: no segments as of {after} in {rfm_path} (dates: "
-                             f"{', '.join(map(str, dates))})")
-    else:
-        after = dates[-1]
-    earlier = [d for d in dates if d < after]
-    if not earlier:
+    before, after = _dates(rfm, rfm_path, as_of)
+    if before is None:
         summary.notes.append(f"no as-of date before {after}: nothing to compare yet")
         summary.seconds = time.time() - start
         return summary
-    before = earlier[-1]
     tracking.configure(root, cfg)
     key = pipeline_run.stage_key(
         spark, root, [("gold", RFM_SEGMENTS), ("gold", CUSTOMER_CLUSTERS),
@@ -65,15 +55,45 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     done = pipeline_run.completed_by(spark, root, "drift", str(after), key,
                                      [("gold", MIGRATION), ("gold", REPORT)])
     if done:
-        recorded = lakehouse.read(spark, lakehouse.table_path(root, "gold", REPORT)).where(
-            (F.col("as_of") == F.lit(after)) & F.col("breach"))
-        summary.notes.append(f"{after} against {before}: same inputs and settings as run "
-                             f"{done}; nothing written")
-        summary.alerts += [f"DRIFT {r['check']} = {_fmt(r['value'])} (threshold "
-                           f"{r['threshold']:g}), recorded by run {done}"
-                           for r in recorded.orderBy("check").collect()]  # checks: a few dozen
-        summary.seconds = time.time() - start
-        return summary
+        _recorded(spark, root, before, after, done, summary)
+    else:
+        _compare_and_write(spark, root, cfg, rfm, before, after, summary)
+    summary.seconds = time.time() - start
+    if not done:
+        pipeline_run.record_completion(spark, root, "drift", str(after), key, summary.seconds)
+    return summary
+
+
+def _dates(rfm: DataFrame, rfm_path: str, as_of: str | None
+           ) -> tuple[dt.date | None, dt.date]:
+    """The date compared (``as_of`` or the latest) and the segmented date before it."""
+    dates = as_of_dates(rfm)
+    if as_of:
+        after = parse_as_of(as_of)
+        if after not in dates:
+            raise InputError(f"drift: no segments as of {after} in {rfm_path} (dates: "
+                             f"{', '.join(map(str, dates))})")
+    else:
+        after = dates[-1]
+    earlier = [d for d in dates if d < after]
+    return (earlier[-1] if earlier else None), after
+
+
+def _recorded(spark: SparkSession, root: str, before: dt.date, after: dt.date, done: str,
+              summary: StageSummary) -> None:
+    """The alerts an earlier run with the same inputs recorded, repeated."""
+    recorded = lakehouse.read(spark, lakehouse.table_path(root, "gold", REPORT)).where(
+        (F.col("as_of") == F.lit(after)) & F.col("breach"))
+    summary.notes.append(f"{after} against {before}: same inputs and settings as run "
+                         f"{done}; nothing written")
+    summary.alerts += [f"DRIFT {r['check']} = {_fmt(r['value'])} (threshold "
+                       f"{r['threshold']:g}), recorded by run {done}"
+                       for r in recorded.orderBy("check").collect()]  # checks: a few dozen
+
+
+def _compare_and_write(spark: SparkSession, root: str, cfg: Config, rfm: DataFrame,
+                       before: dt.date, after: dt.date, summary: StageSummary) -> None:
+    """Every check, logged to MLflow, written to gold, and summarised."""
     clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
     clusters = lakehouse.read(spark, clusters_path) if lakehouse.exists(
         spark, clusters_path) else None
@@ -85,11 +105,39 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     moves, checks = compare(rfm, before, after, cfg, clusters, predictions)
     summary.rows_in = rfm.where(F.col("as_of") == F.lit(after)).count()
     breaches = [c for c in checks if c.breach]
-    model_drift = [c for c in breaches if c.kind in MODEL_DRIFT_KINDS]
+    run_id, flagged = _log(cfg, before, after, checks, breaches)
+    replace_as_of(moves.select(
+        F.lit(before).alias("from_as_of"), F.lit(after).alias("as_of"), "from_segment",
+        "to_segment", "customers", "revenue", F.lit(run_id).alias("run_id")),
+        lakehouse.table_path(root, "gold", MIGRATION), after)
+    report = spark.createDataFrame(
+        [(before, after, c.check, c.kind, c.value, c.threshold, c.breach, run_id)
+         for c in checks],
+        "from_as_of date, as_of date, check string, kind string, value double, "
+        "threshold double, breach boolean, run_id string")
+    replace_as_of(report, lakehouse.table_path(root, "gold", REPORT), after)
+    summary.rows_out["gold/segment_migration"] = moves.count()
+    summary.rows_out["gold/drift_report"] = len(checks)
+    summary.notes.append(f"{after} against {before}: {len(checks)} checks, "
+                         f"{len(breaches)} beyond their thresholds")
+    summary.notes += [f"{c.check} = {_fmt(c.value)} (threshold {c.threshold:g})"
+                      for c in checks if c.kind in ("rfm", "cluster_stability")]
+    summary.alerts += [f"DRIFT {c.check} = {_fmt(c.value)} (threshold {c.threshold:g})"
+                       for c in breaches]
+    summary.alerts += [f"champion {f} flagged for retraining ({RETRAIN_TAG}=true); "
+                       "'custseg models rollback' undoes a bad retrain" for f in flagged]
+    summary.notes.append(f"mlflow run {run_id}")
 
+
+def _log(cfg: Config, before: dt.date, after: dt.date, checks: list[Check],
+         breaches: list[Check]) -> tuple[str, list[str]]:
+    """One MLflow run with every measure; the CLV champions tagged for retraining when the
+    features or predictions they rest on drifted. Returns the run id and the flagged models."""
+    import mlflow
+
+    model_drift = [c for c in breaches if c.kind in MODEL_DRIFT_KINDS]
     with mlflow.start_run(run_name=f"drift {after}",
                           tags=pipeline_run.mlflow_tags("drift")) as run:
-        run_id = run.info.run_id
         mlflow.log_params({"as_of": str(after), "compared_with": str(before),
                            **{f"threshold_{k}": v for k, v in cfg["drift"].items()}})
         mlflow.log_metrics({_metric_name(c.check): c.value for c in checks
@@ -106,35 +154,7 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
             if model_drift:
                 tracking.set_version_tag(name, version, "drift_as_of", str(after))
                 flagged.append(f"{name} version {version}")
-
-    replace_as_of(moves.select(
-        F.lit(before).alias("from_as_of"), F.lit(after).alias("as_of"), "from_segment",
-        "to_segment", "customers", "revenue", F.lit(run_id).alias("run_id")),
-        lakehouse.table_path(root, "gold", MIGRATION), after)
-    report = spark.createDataFrame(
-        [(before, after, c.check, c.kind, c.value, c.threshold, c.breach, run_id)
-         for c in checks],
-        "from_as_of date, as_of date, check string, kind string, value double, "
-        "threshold double, breach boolean, run_id string")
-    replace_as_of(report, lakehouse.table_path(root, "gold", REPORT), after)
-    summary.rows_out["gold/segment_migration"] = moves.count()
-    summary.rows_out["gold/drift_report"] = len(checks)
-    summary.notes.append(f"{after} against {before}: {len(checks)} checks, "
-                         f"{len(breaches)} beyond their thresholds")
-    for c in checks:
-        if c.kind in ("rfm", "cluster_stability"):
-            summary.notes.append(f"{c.check} = {_fmt(c.value)} (threshold {c.threshold:g})")
-    for c in breaches:
-        summary.alerts.append(f"DRIFT {c.check} = {_fmt(c.value)} (threshold "
-                              f"{c.threshold:g})")
-    for f in flagged:
-        summary.alerts.append(f"champion {f} flagged for retraining "
-                              f"({RETRAIN_TAG}=true); 'custseg models rollback' undoes a "
-                              "bad retrain")
-    summary.notes.append(f"mlflow run {run_id}")
-    summary.seconds = time.time() - start
-    pipeline_run.record_completion(spark, root, "drift", str(after), key, summary.seconds)
-    return summary
+        return run.info.run_id, flagged
 
 
 def _fmt(value: float | None) -> str:

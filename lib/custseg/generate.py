@@ -56,6 +56,12 @@ def _country(u: Column) -> Column:
 def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
     """Invoice lines for ``customers`` customers over a year, in the UCI parquet schema."""
     r = _Draws(seed)
+    return _as_uci(_lines(_orders(_customers(spark, customers, r), r), r))
+
+
+def _customers(spark: SparkSession, customers: int, r: _Draws) -> DataFrame:
+    """One row per customer: country, whether anonymous, first and last day, order count and
+    the scales of their baskets and quantities."""
     parts = max(spark.sparkContext.defaultParallelism, customers // 50_000 + 1)
     c = F.col("cid")
     cust = spark.range(0, customers, numPartitions=parts).select(
@@ -72,13 +78,18 @@ def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
         ).cast("int").alias("n_orders"),
         (2.5 * F.exp(1.2 * r.normal("basket", c))).alias("basket_scale"),
         F.exp(0.8 * r.normal("qty", c)).alias("qty_scale"),
-    ).withColumn(
+    )
+    return cust.withColumn(
         "last_day",
         F.when(F.col("churns"), F.col("first_day") + F.floor(
             (DAYS - F.col("first_day")) * r.u("last", c)).cast("int")
         ).otherwise(F.lit(DAYS - 1)),
     )
-    o = F.col("order_no")
+
+
+def _orders(cust: DataFrame, r: _Draws) -> DataFrame:
+    """One row per order: its time (30% in the pre-Christmas peak), number and line count."""
+    c, o = F.col("cid"), F.col("order_no")
     orders = cust.select("*", F.explode(F.sequence(F.lit(1), F.col("n_orders"))).alias("order_no"))
     span = F.col("last_day") - F.col("first_day") + 1
     uniform_day = F.col("first_day") + F.floor(r.u("day", c, o) * span)
@@ -87,7 +98,7 @@ def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
                  F.least(F.col("last_day"), F.greatest(F.col("first_day"), peak_day))
                  ).otherwise(uniform_day)
     minute = F.floor(r.u("hour", c, o) * 10 * 60) + 8 * 60
-    orders = orders.select(
+    return orders.select(
         "*",
         (F.to_timestamp(F.lit(START)) + F.make_dt_interval(day.cast("int"), F.lit(0),
                                                             minute.cast("int"))
@@ -96,10 +107,15 @@ def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
         F.least(F.lit(200), F.lit(1) + F.floor(
             -F.log(r.u("lines", c, o)) * F.col("basket_scale"))).cast("int").alias("n_lines"),
     )
-    line = F.col("line_no")
+
+
+def _lines(orders: DataFrame, r: _Draws) -> DataFrame:
+    """One row per line: a product (skewed popularity), quantity, price and a draw ``kind``
+    that picks the bad rows, cancellations and duplicates."""
+    c, o, line = F.col("cid"), F.col("order_no"), F.col("line_no")
     lines = orders.select("*", F.explode(F.sequence(F.lit(1), F.col("n_lines"))).alias("line_no"))
     product = F.floor(F.pow(r.u("product", c, o, line), 2.5) * PRODUCTS).cast("int")
-    lines = lines.select(
+    return lines.select(
         "*",
         product.alias("product"),
         F.greatest(F.lit(1), F.floor(F.col("qty_scale") * F.exp(
@@ -111,6 +127,11 @@ def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
         F.concat(F.lit("P"), F.lpad(F.col("product").cast("string"), 5, "0")).alias("code"),
         r.u("kind", c, o, line).alias("kind"),
     )
+
+
+def _as_uci(lines: DataFrame) -> DataFrame:
+    """The UCI columns, with bad rows (no invoice, no date, zero price), anonymous checkouts,
+    a cancellation a day after 2% of the lines and an exact duplicate of 0.5%."""
     sale = lines.select(
         F.when(F.col("kind") < 0.0002, F.lit(None)).otherwise(F.col("invoice")).alias("InvoiceNo"),
         F.col("code").alias("StockCode"),
