@@ -156,7 +156,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
     printing each summary and a table of all of them; return the drift alerts raised."""
     import custseg
     from custseg import lakehouse, pipeline_run
-    from custseg.session import build_spark, size_partitions
+    from custseg.session import build_spark, is_classic, size_partitions
 
     run_id = (pipeline_run.validate_run_id(args.run_id) if args.run_id
               else pipeline_run.new_run_id())
@@ -171,14 +171,15 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             notes = held.enter_context(
                 pipeline_run.lakehouse_lock(args.lakehouse, run_id, command, spark))
         log(args.stage, f"run {run_id}: custseg {custseg.__version__} from {custseg.__file__}; "
-            f"Spark {spark.version}, master {spark.sparkContext.master}")
+            f"Spark {spark.version}, master {spark.conf.get('spark.master', '?')}")
         for note in notes:
             log(args.stage, note)
         alerts: list[str] = []
         for i, stage in enumerate(stages):
             partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
             log(stage, f"start ({partitions} shuffle partitions)")
-            spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
+            if is_classic(spark):  # the event logs' stage (bench/event_profile.py)
+                spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
             summary = _run_stage(stage, spark, args, cfg, later=stages[i + 1:])
             if stage == "drift":
                 alerts += [a for a in summary.alerts if a.startswith("DRIFT")]

@@ -14,6 +14,8 @@ import math
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from custseg.session import parallelism
+
 START = "2010-12-01 00:00:00"
 DAYS = 374
 PRODUCTS = 3900
@@ -62,7 +64,7 @@ def generate(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
 def _customers(spark: SparkSession, customers: int, r: _Draws) -> DataFrame:
     """One row per customer: country, whether anonymous, first and last day, order count and
     the scales of their baskets and quantities."""
-    parts = max(spark.sparkContext.defaultParallelism, customers // 50_000 + 1)
+    parts = max(parallelism(spark), customers // 50_000 + 1)
     c = F.col("cid")
     cust = spark.range(0, customers, numPartitions=parts).select(
         F.col("id").alias("cid"),

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 
-from custseg import pipeline_run
+from custseg import pipeline_run, session
 from custseg.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
 
 
@@ -65,7 +65,11 @@ def _commit_metadata(metadata: dict | None = None) -> str:
 
 @contextmanager
 def described(spark: SparkSession, text: str) -> Iterator[None]:
-    """Name the Spark jobs started inside the block (Spark UI, event logs, bench profiles)."""
+    """Name the Spark jobs started inside the block (Spark UI, event logs, bench profiles).
+    Over Spark Connect, where there is no SparkContext, the jobs keep the server's names."""
+    if not session.is_classic(spark):
+        yield
+        return
     sc = spark.sparkContext
     before = sc.getLocalProperty("spark.job.description")
     sc.setJobDescription(text)

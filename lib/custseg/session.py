@@ -19,6 +19,20 @@ DELTA_CONF = {
 SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 
 
+def is_classic(spark: object) -> bool:
+    """True for a session with a JVM gateway; False for Spark Connect, which has no
+    SparkContext (job descriptions, local properties and log levels live on its server)."""
+    return spark is not None and not type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def parallelism(spark: SparkSession) -> int:
+    """Tasks that keep the cluster's cores busy: the default parallelism of a classic session,
+    the shuffle partitions over Spark Connect."""
+    if is_classic(spark):
+        return spark.sparkContext.defaultParallelism
+    return int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+
 def sql_defaults(sc: dict) -> dict[str, str]:
     """Settings custseg applies unless the user has set them.
 
@@ -73,7 +87,8 @@ def build_spark(cfg: Config) -> SparkSession:
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(LOG_LEVEL)
+    if is_classic(spark):
+        spark.sparkContext.setLogLevel(LOG_LEVEL)
     return spark
 
 
@@ -85,6 +100,9 @@ def quiet_logs(spark: SparkSession) -> Iterator[None]:
     """Keep Spark's own error log (task failures with Java stack traces) off the console
     inside the block, where every failure is turned into one line for the user. Afterwards
     the level is custseg's (ERROR), or WARN as conf/log4j2.properties sets for spark-submit."""
+    if not is_classic(spark):
+        yield
+        return
     sc = spark.sparkContext
     sc.setLogLevel("FATAL")
     try:

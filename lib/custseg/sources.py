@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from custseg import storage
+from custseg import session, storage
 from custseg.config import FIELDS, Config, spark_charset
 from custseg.errors import InputError
 from custseg.paths import is_uri
@@ -118,7 +118,7 @@ def _read_xlsx(spark: SparkSession, path: str, cfg: Config) -> tuple[DataFrame, 
         )
     columns["source_row"] = pa.array(range(1, len(data) + 1), pa.int64())
     table = pa.table(columns)
-    parts = max(1, min(spark.sparkContext.defaultParallelism, len(data) // 100_000 + 1))
+    parts = max(1, min(session.parallelism(spark), len(data) // 100_000 + 1))
     df = spark.createDataFrame(table).repartition(parts)
     return df.withColumn("source_file", F.lit(path)), len(data)
 

@@ -202,15 +202,12 @@ class ArrowStorage:
         return sorted((i.path, i.size, int(i.mtime_ns // 1_000_000)) for i in found)
 
 
-def is_classic(spark: Any) -> bool:
-    """True for a session with a JVM gateway (not Spark Connect)."""
-    return spark is not None and not type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def for_path(path: str, spark: Any = None) -> Storage:
     """The storage that reaches ``path``: local, a classic session's Hadoop FS, or pyarrow."""
     if not is_uri(path):
         return LocalStorage()
+    from custseg.session import is_classic
+
     return HadoopStorage(spark) if is_classic(spark) else ArrowStorage()
 
 
