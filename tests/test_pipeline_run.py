@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -183,6 +184,21 @@ def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
     assert f"custseg run: error: lakehouse {clean['root']} is in use by run {winner}" in said
     assert "[ingest] start" not in said
     assert not os.path.exists(pipeline_run.lock_path(clean["root"]))
+
+
+# the JVM itself prints this at start-up, before any logging is configured
+JVM_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector"
+STAGE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[a-z]+\] |^  \S")
+
+
+def test_the_console_holds_the_stage_lines_and_the_log_file_the_rest(clean):
+    winner = next(r for r, c in clean["codes"].items() if c == 0)
+    other = [line for line in clean["out"][winner].splitlines()
+             if line and line != JVM_NOTICE and not STAGE_LINE.match(line)]
+    assert other == []
+    log = Path(clean["root"], "_custseg", "logs", f"{winner}.log").read_text()
+    assert "Creating initial MLflow database tables" in log  # MLflow's INFO, on a new store
+    assert "NativeCodeLoader" in log  # a Spark WARN from the JVM
 
 
 def test_event_logs_tell_stages_and_writes_apart(clean):

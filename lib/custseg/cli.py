@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="pipeline run id recorded in every table and MLflow "
                                         "run (a scheduler passes one id to all its tasks; "
                                         "default: a new UTC timestamp id)")
+        p.add_argument("--verbose", action="store_true",
+                       help="show Spark's and MLflow's own log on the console (default: in "
+                            "<lakehouse>/_custseg/logs/<run id>.log)")
         _stage_arguments(p, name)
     models = sub.add_parser("models", help="list registered models or roll one back")
     models.add_argument("action", choices=("list", "rollback"))
@@ -155,7 +158,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
     """Take the lakehouse lock, build the session and run the stages in order under one run id,
     printing each summary and a table of all of them; return the drift alerts raised."""
     import custseg
-    from custseg import lakehouse, pipeline_run
+    from custseg import lakehouse, logs, pipeline_run
     from custseg.session import build_spark, is_classic, size_partitions
 
     run_id = (pipeline_run.validate_run_id(args.run_id) if args.run_id
@@ -166,7 +169,10 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         remote = lakehouse.is_uri(args.lakehouse)
         notes = [] if remote else held.enter_context(
             pipeline_run.lakehouse_lock(args.lakehouse, run_id, command))
-        spark = build_spark(cfg)
+        log_file = None if args.verbose else logs.log_file(args.lakehouse, run_id)
+        if log_file:
+            logs.route(log_file)
+        spark = build_spark(cfg, log_file)
         if remote:
             notes = held.enter_context(
                 pipeline_run.lakehouse_lock(args.lakehouse, run_id, command, spark))

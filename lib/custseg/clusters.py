@@ -265,7 +265,8 @@ def _sweep_sample(points: DataFrame, n: int, cap: int, seed: int) -> DataFrame:
     return kmeans_input(_hash_sample(points, n, cap, seed), min(n, cap))
 
 
-def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep]:
+def fit_clusters(features: DataFrame, cfg: Config,
+                 step: Callable[[str], None] | None = None) -> tuple[PipelineModel, Sweep]:
     """Sweep k over the configured range and return the chosen model and the sweep.
 
     Above ``cluster.sweep_sample`` customers the sweep runs on a sample picked by a seeded hash
@@ -287,11 +288,15 @@ def fit_clusters(features: DataFrame, cfg: Config) -> tuple[PipelineModel, Sweep
     base = _hash_sample(sample, sweep.swept_on, cl["stability_sample"], cl["seed"] + 1)
     models, resampled = {}, {}
     for k in ks:
+        if step:
+            step(f"k = {k} of {ks[0]}..{ks[-1]}: fit, silhouette, {cl['resamples']} resamples")
         models[k], sweep.silhouette[k], resampled[k] = _fits(sample, base, k, cl)
         if cl["algorithm"] == "gaussian_mixture":
             sweep.bic[k] = bic(models[k], len(cl["features"]), sweep.swept_on)
         else:
             sweep.wcss[k] = float(models[k].summary.trainingCost)
+    if step:
+        step("stability: every pair of resample fits compared")
     sweep.stability = stability(base, resampled)
     sample.unpersist()
     choose_k(sweep, cl["min_stability"], cl["silhouette_tolerance"], cl["k"])

@@ -206,7 +206,7 @@ def _cluster_model(spark: SparkSession, root: str, cfg: Config, features: DataFr
         summary.notes.append(f"same inputs and settings as {MODEL_NAME} version {version} "
                              f"(a run that stopped early): not refitted; '{tracking.CHAMPION}'")
         return mlflow.spark.load_model(f"models:/{MODEL_NAME}/{version}"), version
-    model, sweep = fit_clusters(features, cfg)
+    model, sweep = fit_clusters(features, cfg, summary.step)
     for k in sorted(sweep.silhouette):
         for metric in ("wcss", "bic", "silhouette", "stability"):
             if k in getattr(sweep, metric):

@@ -52,12 +52,13 @@ def _launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or SparkSession.getActiveSession() is not None
 
 
-def build_spark(cfg: Config) -> SparkSession:
+def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
     """A SparkSession with Delta enabled.
 
     Under spark-submit (or in a notebook with a session already running) the master, jars
     and Delta settings come from the launcher and are left alone. A plain ``python`` or
-    ``custseg`` launch starts its own JVM with the configured master and the cached Delta jars.
+    ``custseg`` launch starts its own JVM with the configured master and the cached Delta jars;
+    with ``log_file`` its log goes there instead of the console.
     """
     sc = cfg["spark"]
     if _launched_by_spark_submit():
@@ -86,6 +87,12 @@ def build_spark(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
+    if log_file and "log4j2.configurationFile" not in str(sc["conf"]):
+        config = Path(__file__).with_name("log4j2-file.properties")
+        options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
+        builder = builder.config("spark.driver.extraJavaOptions", (
+            f"{options} -Dlog4j2.configurationFile={config.as_uri()} "
+            f"-Dcustseg.log.file={log_file}").strip())
     spark = builder.getOrCreate()
     if is_classic(spark):
         spark.sparkContext.setLogLevel(LOG_LEVEL)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from custseg import lakehouse
+from custseg import lakehouse, logs
 from custseg.config import Config
 from custseg.errors import ConfigError
 
@@ -26,6 +26,7 @@ def configure(root: str, cfg: Config) -> str:
     """Point MLflow at the configured store and return the experiment id."""
     import mlflow
 
+    logs.to_file()
     ml = cfg["mlflow"]
     base = lakehouse.normalise_root(root)
     uri = ml["tracking_uri"]
@@ -61,9 +62,10 @@ def log_spark_model(model: PipelineModel, artifact_path: str,
     import mlflow.spark
 
     requirements = [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
-    return mlflow.spark.log_model(model, artifact_path=artifact_path,
-                                  registered_model_name=registered_model_name,
-                                  pip_requirements=requirements)
+    with logs.notices_to_file():
+        return mlflow.spark.log_model(model, artifact_path=artifact_path,
+                                      registered_model_name=registered_model_name,
+                                      pip_requirements=requirements)
 
 
 def log_spark_models(models: dict[str, PipelineModel], prefix: str) -> dict[str, str]:
@@ -97,8 +99,9 @@ def register(model_uri: str, name: str, tags: dict[str, object]) -> str:
     """
     import mlflow
 
-    version = mlflow.register_model(model_uri, name,
-                                    tags={k: str(v) for k, v in tags.items()})
+    with logs.notices_to_file():
+        version = mlflow.register_model(model_uri, name,
+                                        tags={k: str(v) for k, v in tags.items()})
     return str(version.version)
 
 
