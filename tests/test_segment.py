@@ -160,3 +160,20 @@ def test_the_selection_table_holds_every_k_and_why_one_was_chosen(spark, seg):
     assert chosen[0]["k"] in stable or not stable
     printed = [n for n in seg["first"].notes if n.startswith("k = ")]
     assert len(printed) == 3
+
+
+def test_a_lakehouse_not_scored_by_clv_exports_every_customer_with_empty_value(spark, seg,
+                                                                              tmp_path):
+    import csv
+
+    from custseg.cli import main
+
+    out = tmp_path / "all.csv"
+    assert main(["export", "--lakehouse", seg["root"], "--out", str(out)]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    latest = _gold(spark, seg["root"], "rfm_segments").where(F.col("as_of") == "2011-12-11")
+    assert sorted(int(r["customer_id"]) for r in rows) == sorted(
+        r["customer_id"] for r in latest.select("customer_id").collect())
+    assert {r["predicted_spend"] for r in rows} == {""} and {r["p_alive"] for r in rows} == {""}
+    assert all(r["cluster_name"] for r in rows)

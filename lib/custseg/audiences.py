@@ -29,6 +29,10 @@ AUDIENCES = ("gold", "audiences")
 COLUMNS = ("customer_id", "country", "segment", "value_tier", "cluster", "cluster_name",
            "predicted_spend", "predicted_spend_p10", "predicted_spend_p90", "predicted_tier",
            "p_alive", "action", "as_of")
+# the type of each column a lakehouse may not have yet (no clusters, not scored by clv)
+OPTIONAL_TYPES = {"cluster": "int", "cluster_name": "string", "predicted_spend": "double",
+                  "predicted_spend_p10": "double", "predicted_spend_p90": "double",
+                  "predicted_tier": "string", "p_alive": "double"}
 # A cell starting with one of these runs as a formula in a spreadsheet (CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -97,8 +101,8 @@ def customers(spark: SparkSession, root: str, as_of: dt.date, cfg: Config) -> Da
     for name, text in actions.items():
         action = F.when(F.col("segment") == name, F.lit(text)).otherwise(action)
     out = out.withColumn("action", action).withColumn("as_of", day)
-    return out.select(*[F.col(c) if c in out.columns else F.lit(None).alias(c)
-                        for c in COLUMNS])
+    return out.select(*[F.col(c) if c in out.columns
+                        else F.lit(None).cast(OPTIONAL_TYPES[c]).alias(c) for c in COLUMNS])
 
 
 def check_names(filters: Filters, cfg: Config, where: str = "") -> None:
