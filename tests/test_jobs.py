@@ -58,7 +58,7 @@ def test_ingest_killed_midway_then_rerun_equals_clean_run(spark, sample, tmp_pat
 
 def test_spark_submit_runs_stage_jobs_from_the_shipped_zip(spark, tmp_path):
     """As the Airflow DAG runs them: one spark-submit per stage, one run id for all. The whole
-    pipeline through spark-submit.sh runs on the standalone cluster (test_cluster.py)."""
+    pipeline through spark-submit.sh runs on the standalone cluster (test_standalone_cluster.py)."""
     sample = str(tmp_path / "sample.parquet")
     subprocess.run([CUSTSEG, "generate", "--customers", "300", "--out", sample, "--seed", "13",
                     *SMALL], check=True, capture_output=True)
