@@ -91,8 +91,8 @@ def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
         config = Path(__file__).with_name("log4j2-file.properties")
         options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
         builder = builder.config("spark.driver.extraJavaOptions", (
-            f"{options} -Dlog4j2.configurationFile={config.as_uri()} "
-            f"-Dcustseg.log.file={log_file}").strip())
+            f'{options} -Dlog4j2.configurationFile={config.as_uri()} '
+            f'"-Dcustseg.log.file={log_file}"').strip())  # quoted: a path may hold spaces
     spark = builder.getOrCreate()
     if is_classic(spark):
         spark.sparkContext.setLogLevel(LOG_LEVEL)
