@@ -48,11 +48,11 @@ run: setup $(if $(filter $(SAMPLE),$(INPUT)),$(SAMPLE))
 	$(BIN)/custseg run --input $(INPUT) --lakehouse $(LAKEHOUSE)
 
 test: setup browser airflow
-	$(BIN)/ruff check lib jobs tests bench dags
+	$(BIN)/ruff check lib jobs tests bench dags notebooks
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib jobs tests bench dags
+	$(BIN)/ruff check lib jobs tests bench dags notebooks
 
 dist: $(STAMP)
 	$(BIN)/python -m custseg.package dist
