@@ -244,7 +244,7 @@ def stability(sample: DataFrame, resampled: dict[int, list[Model]]) -> dict[int,
              for k, fits in resampled.items()
              for a, b in combinations([f.getPredictionCol() for f in fits], 2)]
     rows = (scored.select(F.explode(F.array(*cells)).alias("c")).select("c.*")
-            .groupBy("k", "pair", "a", "b").count().collect())
+            .groupBy("k", "pair", "a", "b").count().collect())  # at most k x k cells a pair
     out: dict[int, float] = {}
     for k in resampled:
         pairs = {r["pair"] for r in rows if r["k"] == k}
@@ -394,16 +394,20 @@ def _noun(row: dict, z: dict[str, float]) -> str:
     return "regulars" if z["frequency"] >= MIN_Z else "customers"
 
 
+def _word(feature: str, z: float) -> str:
+    word = WORDS[feature][0 if z > 0 else 1]
+    return STRONGER.get(word, word) if abs(z) >= STRONG_Z else word
+
+
 def _name(row: dict, z: dict[str, float], words: int) -> str:
     noun = _noun(row, z)
     skip = {"frequency"} if noun != "customers" else set()
     ranked = sorted((f for f in z if f not in skip and abs(z[f]) >= MIN_Z and f in WORDS),
                     key=lambda f: -abs(z[f]))
-    adjectives = [WORDS[f][0 if z[f] > 0 else 1] for f in ranked[:words]]
-    adjectives = [STRONGER.get(a, a) if abs(z[f]) >= STRONG_Z else a
-                  for a, f in zip(adjectives, ranked, strict=False)]
-    return " ".join(adjectives + [noun]) if adjectives or noun != "customers" else (
-        "typical customers")
+    adjectives = [_word(f, z[f]) for f in ranked[:words]]
+    if not adjectives and noun == "customers":
+        return "typical customers"
+    return " ".join([*adjectives, noun])
 
 
 def name_clusters(profile_rows: list[dict], centre: dict[str, float],
