@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 jars: $(STAMP)
-	$(BIN)/python -m custseg.jars > /dev/null
+	$(BIN)/python -m custseg.runtime.jars > /dev/null
 
 setup: $(STAMP) jars
 
@@ -49,13 +49,15 @@ run: setup $(if $(filter $(SAMPLE),$(INPUT)),$(SAMPLE))
 
 test: setup browser airflow
 	$(BIN)/ruff check lib jobs tests bench dags notebooks
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib jobs tests bench dags notebooks
+	$(BIN)/lint-imports
 
 dist: $(STAMP)
-	$(BIN)/python -m custseg.package dist
+	$(BIN)/python -m custseg.runtime.package dist
 
 clean:
 	rm -rf $(VENV) .cache dist build lib/*.egg-info

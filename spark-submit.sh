@@ -28,8 +28,8 @@ if [[ ${#ARGS[@]} -eq 0 ]]; then
   exit 2
 fi
 
-ZIP="$(cd "$HERE" && PYTHONPATH="$HERE/lib" "$PY" -m custseg.package "$HERE/dist")"
-JARS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.jars)"
+ZIP="$(cd "$HERE" && PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.package "$HERE/dist")"
+JARS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.jars)"
 SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"
 export SPARK_HOME
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"

@@ -17,16 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from custseg.clv_stage import clv
 from custseg.config import load_config
-from custseg.dashboard import dashboard
-from custseg.generate import generate_to
-from custseg.ingest import ingest
-from custseg.refine import refine
-from custseg.report import report
-from custseg.segment import segment
-from custseg.session import build_spark
-from custseg.sources import read_source
+from custseg.io.generate import generate_to
+from custseg.io.sources import read_source
+from custseg.runtime.session import build_spark
+from custseg.stages.clv import clv
+from custseg.stages.dashboard import dashboard
+from custseg.stages.ingest import ingest
+from custseg.stages.refine import refine
+from custseg.stages.report import report
+from custseg.stages.segment import segment
 
 REPO = Path(__file__).resolve().parents[1]
 

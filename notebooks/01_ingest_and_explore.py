@@ -12,7 +12,7 @@
 
 # COMMAND ----------
 
-from custseg import notebook
+from custseg.runtime import notebook
 
 dbutils = globals().get("dbutils")  # Databricks provides it
 display = globals().get("display")  # Databricks provides it
@@ -31,8 +31,8 @@ root = p["lakehouse"]
 
 # COMMAND ----------
 
-from custseg.generate import generate_to
-from custseg.lakehouse import normalise_root
+from custseg.io.generate import generate_to
+from custseg.io.lakehouse import normalise_root
 
 source = p["input"]
 if not source:
@@ -48,9 +48,9 @@ if not source:
 
 # COMMAND ----------
 
-from custseg.ingest import ingest
-from custseg.refine import refine
-from custseg.report import report
+from custseg.stages.ingest import ingest
+from custseg.stages.refine import refine
+from custseg.stages.report import report
 
 for summary in (ingest(spark, source, root, cfg), refine(spark, root, cfg),
                 report(spark, root, cfg)):
@@ -67,7 +67,7 @@ for summary in (ingest(spark, source, root, cfg), refine(spark, root, cfg),
 
 from pyspark.sql import functions as F
 
-from custseg.lakehouse import read, table_path
+from custseg.io.lakehouse import read, table_path
 
 
 def table(layer, name):

@@ -11,7 +11,7 @@
 
 # COMMAND ----------
 
-from custseg import notebook
+from custseg.runtime import notebook
 
 dbutils = globals().get("dbutils")  # Databricks provides it
 display = globals().get("display")  # Databricks provides it
@@ -23,7 +23,7 @@ root = p["lakehouse"]
 
 # COMMAND ----------
 
-from custseg.segment import segment
+from custseg.stages.segment import segment
 
 summary = segment(spark, root, cfg, p["as_of"] or None)
 print(summary)
@@ -37,8 +37,8 @@ print(summary)
 
 from pyspark.sql import functions as F
 
-from custseg import insights
-from custseg.lakehouse import read, table_path
+from custseg.io.lakehouse import read, table_path
+from custseg.transforms import insights
 
 
 def table(name):

@@ -13,7 +13,7 @@
 
 # COMMAND ----------
 
-from custseg import notebook
+from custseg.runtime import notebook
 
 dbutils = globals().get("dbutils")  # Databricks provides it
 display = globals().get("display")  # Databricks provides it
@@ -26,7 +26,7 @@ root = p["lakehouse"]
 
 # COMMAND ----------
 
-from custseg.clv_stage import clv
+from custseg.stages.clv import clv
 
 summary = clv(spark, root, cfg, p["as_of"] or None,
               int(p["horizon_days"]) if p["horizon_days"] else None,
@@ -42,7 +42,7 @@ print(summary)
 
 from pyspark.sql import functions as F
 
-from custseg.lakehouse import read, table_path
+from custseg.io.lakehouse import read, table_path
 
 
 def table(name):

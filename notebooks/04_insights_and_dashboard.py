@@ -10,7 +10,7 @@
 
 # COMMAND ----------
 
-from custseg import notebook
+from custseg.runtime import notebook
 
 dbutils = globals().get("dbutils")  # Databricks provides it
 display = globals().get("display")  # Databricks provides it
@@ -27,8 +27,8 @@ top = int(p["top"])
 
 from pyspark.sql import functions as F
 
-from custseg import insights
-from custseg.lakehouse import read, table_path
+from custseg.io.lakehouse import read, table_path
+from custseg.transforms import insights
 
 
 def table(name):
@@ -81,7 +81,7 @@ notebook.show(table("country_activity").orderBy(F.desc("revenue")), display)
 
 # COMMAND ----------
 
-from custseg.audiences import audiences
+from custseg.stages.audiences import audiences
 
 print(audiences(spark, root, cfg))
 notebook.show(table("audiences").where(F.col("as_of") == as_of).groupBy("audience").count()
@@ -94,7 +94,9 @@ notebook.show(table("audiences").where(F.col("as_of") == as_of).groupBy("audienc
 
 # COMMAND ----------
 
-from custseg.dashboard import collect, dashboard, default_out, render
+from custseg.dashboard.collect import collect
+from custseg.dashboard.render import render
+from custseg.stages.dashboard import dashboard, default_out
 
 out = p["out"] or default_out(root, cfg)
 print(dashboard(spark, root, cfg, out))

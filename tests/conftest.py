@@ -27,7 +27,7 @@ def cfg() -> dict:
 
 @pytest.fixture(scope="session")
 def spark(cfg):
-    from custseg.session import build_spark
+    from custseg.runtime.session import build_spark
 
     session = build_spark(cfg)
     yield session
@@ -56,9 +56,9 @@ def write_csv(path: Path, rows: list[str], header: str = UCI_HEADER,
 
 def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict) -> str:
     """Generate a sample, ingest and refine it into ``base/lakehouse``; return the root."""
-    from custseg.generate import generate_to
-    from custseg.ingest import ingest
-    from custseg.refine import refine
+    from custseg.io.generate import generate_to
+    from custseg.stages.ingest import ingest
+    from custseg.stages.refine import refine
 
     src = str(base / "sample.parquet")
     generate_to(spark, customers, src, seed=seed)

@@ -9,9 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from custseg import audiences, lakehouse
 from custseg.cli import main
 from custseg.config import load_config
+from custseg.io import lakehouse
+from custseg.stages import audiences
 
 SETTINGS = ["spark.shuffle_partitions=2"]
 SETS = [a for s in SETTINGS for a in ("--set", s)]

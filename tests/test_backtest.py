@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import f1_score
 
-from custseg.backtest import Bootstrap, evaluate
+from custseg.ml.backtest import Bootstrap, evaluate
 
 N = 600
 TIERS = np.array(["Low", "Mid", "High"])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, special, stats
 
-from custseg import btyd
+from custseg.ml import btyd
 
 
 def _cdnow(name):

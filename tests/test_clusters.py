@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from custseg.clusters import (
+from custseg.config import load_config
+from custseg.ml.clusters import (
     Sweep,
     assign,
     choose_k,
@@ -17,7 +18,6 @@ from custseg.clusters import (
     name_clusters,
     stability,
 )
-from custseg.config import load_config
 
 
 def _features(spark):
@@ -118,7 +118,7 @@ def test_a_fixed_k_overrides_the_rule():
 def test_stability_is_the_mean_pairwise_ari_of_the_resample_fits(spark):
     from sklearn.metrics import adjusted_rand_score
 
-    from custseg.clusters import _fits, _sweep_sample, prep_pipeline
+    from custseg.ml.clusters import _fits, _sweep_sample, prep_pipeline
 
     cfg = load_config(overrides=["cluster.resamples=3"])
     features = _features(spark)
@@ -202,7 +202,7 @@ def test_sweep_on_a_sample_fits_the_chosen_k_on_everyone(spark):
 
 
 def test_kmeans_input_has_a_partition_per_hundred_thousand_rows_up_to_the_shuffle(spark):
-    from custseg.clusters import kmeans_input
+    from custseg.ml.clusters import kmeans_input
 
     points = spark.range(50).withColumnRenamed("id", "customer_id")
     before = spark.conf.get("spark.sql.shuffle.partitions")
@@ -230,7 +230,7 @@ def test_a_model_registered_before_the_relabelling_stage_still_gets_stable_label
     from pyspark.ml import PipelineModel
     from pyspark.ml.clustering import KMeans
 
-    from custseg.clusters import prep_pipeline
+    from custseg.ml.clusters import prep_pipeline
 
     features = _features(spark).cache()
     prep = prep_pipeline(["recency_days", "frequency", "monetary"]).fit(features)

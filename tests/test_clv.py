@@ -9,11 +9,11 @@ from pyspark.sql import functions as F
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from custseg import backtest, clv
-from custseg.clv_stage import plan
 from custseg.config import load_config
 from custseg.errors import InputError
-from custseg.history import History
+from custseg.ml import backtest, clv
+from custseg.stages.clv import plan
+from custseg.transforms.history import History
 
 CUTOFF = dt.date(2011, 3, 1)
 FACT_SCHEMA = ("customer_id int, invoice_no string, stock_code string, country string, "
@@ -107,7 +107,7 @@ def test_simple_baselines_by_hand(fixture):
 
 def test_probabilistic_columns_follow_the_fits(fixture):
     rows, fits = fixture
-    from custseg import btyd
+    from custseg.ml import btyd
 
     one = rows[1]
     args = np.array([1.0]), np.array([40.0]), np.array([59.0])
@@ -214,7 +214,7 @@ def test_tier_of_uses_the_configured_cuts(spark):
 
 
 def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):
-    from custseg.quantiles import even_cuts
+    from custseg.ml.quantiles import even_cuts
 
     df = spark.createDataFrame([(float(x * x % 97),) for x in range(500)], "v double")
     for parts in (4, 10, 1000):

@@ -9,11 +9,11 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from custseg import btyd
-from custseg.clv import KEY, BtydFits, model_features, purchase_summary, spend_in
-from custseg.clv_models import BtydSpend, fit_hurdle, fit_input, fit_intervals, max_bins
 from custseg.config import load_config
-from custseg.history import dates_frame
+from custseg.ml import btyd
+from custseg.ml.clv import KEY, BtydFits, model_features, purchase_summary, spend_in
+from custseg.ml.clv_models import BtydSpend, fit_hurdle, fit_input, fit_intervals, max_bins
+from custseg.transforms.history import dates_frame
 
 CFG = load_config(overrides=["clv.gbt.max_iter=5", "clv.gbt.min_instances_per_node=5",
                              "clv.gbt.step_size=0.5"])
@@ -103,3 +103,22 @@ def test_the_interval_holds_80_percent_of_customers_simulated_from_known_paramet
                              .cast("double"))).first()[0]
     assert 0.75 <= inside <= 0.85
     scored.unpersist()
+
+
+def test_a_model_saved_before_the_layered_layout_still_loads(spark, tmp_path):
+    """Pipelines registered before lib/custseg had layers name their Python stages
+    ``custseg.clv_models.*``; a rollback to one of those versions must still load it."""
+    from pyspark.ml.linalg import Vectors
+
+    from custseg.ml.clv_models import VectorElement
+
+    path = str(tmp_path / "old")
+    PipelineModel(stages=[VectorElement(inputCol="v", outputCol="p", index=1)]).save(path)
+    (meta,) = (tmp_path / "old" / "stages").glob("*VectorElement*/metadata/part-*")
+    text = meta.read_text()
+    assert '"custseg.ml.clv_models.VectorElement"' in text
+    meta.write_text(text.replace("custseg.ml.clv_models.", "custseg.clv_models."))
+    meta.with_name(f".{meta.name}.crc").unlink()  # the local file system's checksum of the old text
+    loaded = PipelineModel.load(path)
+    df = spark.createDataFrame([(Vectors.dense([0.25, 0.75]),)], ["v"])
+    assert loaded.transform(df).first()["p"] == 0.75

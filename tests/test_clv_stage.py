@@ -10,14 +10,15 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from custseg import lakehouse, tracking
 from custseg.cli import main
-from custseg.clv import examples
-from custseg.clv_models import fit_candidates, fit_input, predict
-from custseg.clv_stage import FAMILIES, SPEND_MODEL, TIER_MODEL, clv, plan
 from custseg.config import load_config
-from custseg.history import History
-from custseg.refine import CANCELLATIONS, FACT
+from custseg.io import lakehouse
+from custseg.io.catalog import CANCELLATIONS, FACT, SPEND_MODEL, TIER_MODEL
+from custseg.ml.clv import examples
+from custseg.ml.clv_models import FAMILIES, fit_candidates, fit_input, predict
+from custseg.runtime import registry
+from custseg.stages.clv import clv, plan
+from custseg.transforms.history import History
 from tests.conftest import generated_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "segment.windows_days=[90]", "clv.horizon_days=60",
@@ -45,8 +46,8 @@ def runs(spark, lake):
     # as if the first run had been killed after registering: no completion record
     shutil.rmtree(lakehouse.table_path(root, "ops", "stage_runs"))
     again = clv(spark, root, cfg, as_of=AS_OF, backtest=True)
-    tracking.configure(root, cfg)
-    versions_after_again = tracking.list_models()
+    registry.configure(root, cfg)
+    versions_after_again = registry.list_models()
     other = load_config(overrides=[*SETTINGS, "clv.gbt.max_iter=6"])
     third = clv(spark, root, other, as_of=AS_OF, backtest=True)
     return dict(first=first, again=again, third=third, after_again=versions_after_again,
@@ -177,32 +178,32 @@ def test_an_identical_rerun_registers_nothing_and_changes_nothing(runs):
 
 
 def test_each_family_is_registered_once_as_a_spend_and_a_tier_model(lake, runs):
-    tracking.configure(lake["root"], lake["cfg"])
+    registry.configure(lake["root"], lake["cfg"])
     for name in (SPEND_MODEL, TIER_MODEL):
-        families = [tracking.version_tags(name, str(v))["family"]
+        families = [registry.version_tags(name, str(v))["family"]
                     for v in range(1, len(FAMILIES) + 1)]
         assert sorted(families) == sorted(FAMILIES)
         for v in range(1, len(FAMILIES) + 1):
-            assert tracking.version_tags(name, str(v))["labels_end"] == AS_OF
+            assert registry.version_tags(name, str(v))["labels_end"] == AS_OF
 
 
 def test_the_champions_are_the_decisions_of_the_last_run(spark, lake, runs):
     root, cfg = lake["root"], lake["cfg"]
-    tracking.configure(root, cfg)
+    registry.configure(root, cfg)
     notes = runs["third"].notes
     for name in (SPEND_MODEL, TIER_MODEL):
         line = next(n for n in notes if n.startswith(f"{name} 'champion': version"))
-        assert line.split()[3] == tracking.champion_version(name)
+        assert line.split()[3] == registry.champion_version(name)
 
 
 def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scoring(
         spark, lake, runs, capsys):
     root, cfg = lake["root"], lake["cfg"]
-    tracking.configure(root, cfg)
-    current = tracking.champion_version(SPEND_MODEL)
+    registry.configure(root, cfg)
+    current = registry.champion_version(SPEND_MODEL)
     preds = _gold(spark, root, "clv_predictions").where(F.col("as_of") == F.lit(AS_OF))
     assert {r[0] for r in preds.select("spend_model_version").distinct().collect()} == {current}
-    family = tracking.version_tags(SPEND_MODEL, current)["family"]
+    family = registry.version_tags(SPEND_MODEL, current)["family"]
     assert {r[0] for r in preds.select("spend_model_family").distinct().collect()} == {family}
     assert preds.count() == runs["third"].rows_in
     assert preds.where(F.col("actual_spend").isNull()).count() == 0
@@ -232,9 +233,9 @@ def test_registered_models_pin_the_running_spark_and_mlflow_and_load_whole(lake,
     import mlflow.spark
     import pyspark
 
-    tracking.configure(lake["root"], lake["cfg"])
+    registry.configure(lake["root"], lake["cfg"])
     for name in (SPEND_MODEL, TIER_MODEL):
-        path = mlflow.pyfunc.get_model_dependencies(f"models:/{name}@{tracking.CHAMPION}")
+        path = mlflow.pyfunc.get_model_dependencies(f"models:/{name}@{registry.CHAMPION}")
         pins = Path(path).read_text().split()
         assert f"pyspark=={pyspark.__version__}" in pins
         assert f"mlflow=={mlflow.__version__}" in pins

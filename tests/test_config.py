@@ -84,6 +84,6 @@ def test_dashboard_actions_are_replaced_whole():
 
 def test_the_session_replays_delta_logs_in_the_configured_parallelism(spark, cfg):
     """Delta's 50-task log replay is replaced by the shuffle partitions (2 in the tests)."""
-    from custseg.session import SNAPSHOT_PARTITIONS
+    from custseg.runtime.session import SNAPSHOT_PARTITIONS
 
     assert spark.conf.get(SNAPSHOT_PARTITIONS) == str(cfg["spark"]["shuffle_partitions"]) == "2"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custseg import lakehouse
 from custseg.cli import main
+from custseg.io import lakehouse
 
 CHROMIUM = os.environ.get("CUSTSEG_CHROMIUM", "/usr/bin/chromium")
 # As the machine's probe starts it: no sandbox as root, no GPU, no background network calls.
@@ -196,9 +196,9 @@ def test_dashboard_is_the_last_stage_of_run():
 def test_drift_flags_match_the_report_and_tag_the_champions(browser_page, built, spark):
     from mlflow import MlflowClient
 
-    from custseg import tracking
-    from custseg.clv_stage import SPEND_MODEL, TIER_MODEL
     from custseg.config import load_config
+    from custseg.io.catalog import SPEND_MODEL, TIER_MODEL
+    from custseg.runtime import registry
 
     page, _ = browser_page
     report = lakehouse.read(spark, lakehouse.table_path(built["root"], "gold", "drift_report"))
@@ -210,9 +210,9 @@ def test_drift_flags_match_the_report_and_tag_the_champions(browser_page, built,
     assert shown == {c: ("DRIFT" if r["breach"] else "ok") for c, r in rows.items()}
     model_drift = any(r["breach"] for r in rows.values()
                       if r["kind"] in ("rfm", "model_feature", "prediction"))
-    tracking.configure(built["root"], load_config())
+    registry.configure(built["root"], load_config())
     for name in (SPEND_MODEL, TIER_MODEL):
-        version = tracking.champion_version(name)
+        version = registry.champion_version(name)
         tags = MlflowClient().get_model_version(name, version).tags
         assert tags["needs_retraining"] == ("true" if model_drift else "false")
 
@@ -235,14 +235,14 @@ def _hostile(value):
 
 def test_text_from_the_data_is_shown_as_text_and_never_runs(browser_page, built, spark,
                                                             tmp_path):
-    from custseg import dashboard
     from custseg.config import load_config
+    from custseg.dashboard import collect, render
 
     settings = load_config(overrides=FAST)
-    page_data = dashboard.collect(spark, built["root"], settings)
+    page_data = collect.collect(spark, built["root"], settings)
     page_data.sections = _hostile(page_data.sections)
     out = tmp_path / "hostile.html"
-    out.write_text(dashboard.render(page_data, settings), encoding="utf-8")
+    out.write_text(render.render(page_data, settings), encoding="utf-8")
     errors: list[str] = []
     page = browser_page[0].context.browser.new_page()
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -268,7 +268,7 @@ def test_text_from_the_data_is_shown_as_text_and_never_runs(browser_page, built,
 def test_partial_months_are_named_by_hand():
     import datetime as dt
 
-    from custseg.dashboard import partial_months
+    from custseg.dashboard.collect import partial_months
 
     # UCI: 1 December 2010 08:26 to 9 December 2011 12:50
     assert partial_months(dt.datetime(2010, 12, 1, 8, 26), dt.datetime(2011, 12, 9, 12, 50)) \

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from custseg import lakehouse
 from custseg.cli import main
-from custseg.clusters import adjusted_rand_index
-from custseg.segment import replace_as_of
+from custseg.io import lakehouse
+from custseg.ml.clusters import adjusted_rand_index
+from custseg.stages.segment import replace_as_of
 from tests.test_insights import _numpy_psi
 
 D1, D2 = dt.date(2011, 6, 1), dt.date(2011, 9, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from custseg.generate import generate
+from custseg.io.generate import generate
 
 
 def _digest(df):

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from custseg import lakehouse
 from custseg.cli import main
 from custseg.config import load_config
-from custseg.ingest import ingest
-from custseg.refine import refine
+from custseg.io import lakehouse
+from custseg.stages.ingest import ingest
+from custseg.stages.refine import refine
 from tests.conftest import UCI_HEADER, write_csv
 
 FAST = ["--set", "spark.shuffle_partitions=2"]
@@ -91,7 +91,7 @@ def test_parquet_and_csv_give_the_same_bronze_text(spark, cfg, tmp_path):
 def test_csv_rows_are_numbered_in_file_order_across_splits(spark, tmp_path):
     """Files cut into many scan partitions (and one file sharing a partition with another's
     tail): each row's number is the one written into its invoice number."""
-    from custseg.sources import read_source
+    from custseg.io.sources import read_source
 
     folder = tmp_path / "parts"
     folder.mkdir()

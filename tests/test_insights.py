@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from custseg.dashboard import kpis
-from custseg.drift import psi, segment_migration, segment_shares
-from custseg.report import (
+from custseg.dashboard.collect import kpis
+from custseg.ml.drift import psi, segment_migration, segment_shares
+from custseg.transforms.reports import (
     country_activity,
     invoice_totals,
     purchase_nature,

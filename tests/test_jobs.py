@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from custseg import lakehouse
+from custseg.io import lakehouse
 from tests.conftest import REPO
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")

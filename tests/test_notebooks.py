@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from custseg import lakehouse
+from custseg.io import lakehouse
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -64,7 +64,7 @@ def test_notebook_answers_match_the_tables(ran, spark):
 
 
 def test_params_prefer_widgets_over_environment(monkeypatch):
-    from custseg.notebook import params
+    from custseg.runtime.notebook import params
 
     class Widgets:
         def __init__(self):

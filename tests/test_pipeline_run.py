@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from custseg import lakehouse, pipeline_run
 from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
+from custseg.io import lakehouse
+from custseg.runtime import context, lock
 from tests.conftest import CLV_FAST
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
@@ -35,47 +36,47 @@ VOLATILE = {"pipeline_run_id", "run_id", "ingested_at", "refined_at"}
 # ---- the lock and the id, in-process -----------------------------------------------------
 
 def test_run_ids_are_checked():
-    assert pipeline_run.validate_run_id("scheduled__2026-11-23T02:00:00+00:00")
+    assert context.validate_run_id("scheduled__2026-11-23T02:00:00+00:00")
     for bad in ("", "-x", "a b", "a/b", "x" * 129):
         with pytest.raises(ConfigError, match="--run-id"):
-            pipeline_run.validate_run_id(bad)
-    a, b = pipeline_run.new_run_id(), pipeline_run.new_run_id()
+            context.validate_run_id(bad)
+    a, b = context.new_run_id(), context.new_run_id()
     assert a != b and a[:8] == time.strftime("%Y%m%d", time.gmtime())
 
 
 def _write_lock(root: Path, **holder) -> Path:
-    path = Path(pipeline_run.lock_path(str(root)))
+    path = Path(lock.lock_path(str(root)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(holder))
     return path
 
 
 def test_a_live_holder_keeps_the_lakehouse(tmp_path):
-    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run") as notes:
+    with lock.lakehouse_lock(str(tmp_path), "first", "custseg run") as notes:
         assert notes == []
         with pytest.raises(LakehouseBusy) as err:
-            with pipeline_run.lakehouse_lock(str(tmp_path), "second", "custseg run"):
+            with lock.lakehouse_lock(str(tmp_path), "second", "custseg run"):
                 pass
         message = str(err.value)
         assert "is in use by run first (custseg run, pid" in message
-        assert pipeline_run.lock_path(str(tmp_path)) in message
-        assert Path(pipeline_run.lock_path(str(tmp_path))).exists()
-    assert not Path(pipeline_run.lock_path(str(tmp_path))).exists()
+        assert lock.lock_path(str(tmp_path)) in message
+        assert Path(lock.lock_path(str(tmp_path))).exists()
+    assert not Path(lock.lock_path(str(tmp_path))).exists()
 
 
 def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
     _write_lock(tmp_path, run_id="killed", pid=gone.pid, host=socket.gethostname())
-    with pipeline_run.lakehouse_lock(str(tmp_path), "next", "custseg run") as notes:
+    with lock.lakehouse_lock(str(tmp_path), "next", "custseg run") as notes:
         assert notes == [f"took over the lock of run killed (pid {gone.pid} is gone)"]
-        held = json.loads(Path(pipeline_run.lock_path(str(tmp_path))).read_text())
+        held = json.loads(Path(lock.lock_path(str(tmp_path))).read_text())
         assert held["run_id"] == "next" and held["pid"] == os.getpid()
 
 
 def test_the_lock_is_linked_in_whole_and_leaves_nothing_aside(tmp_path):
-    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run"):
-        folder = Path(pipeline_run.lock_path(str(tmp_path))).parent
+    with lock.lakehouse_lock(str(tmp_path), "first", "custseg run"):
+        folder = Path(lock.lock_path(str(tmp_path))).parent
         assert [p.name for p in folder.iterdir()] == ["run.lock"]
         assert json.loads((folder / "run.lock").read_text())["run_id"] == "first"
 
@@ -85,13 +86,13 @@ def test_a_mount_without_hard_links_still_locks(tmp_path, monkeypatch):
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    with pipeline_run.lakehouse_lock(str(tmp_path), "first", "custseg run"):
+    with lock.lakehouse_lock(str(tmp_path), "first", "custseg run"):
         with pytest.raises(LakehouseBusy, match="in use by run first"):
-            with pipeline_run.lakehouse_lock(str(tmp_path), "second", "custseg run"):
+            with lock.lakehouse_lock(str(tmp_path), "second", "custseg run"):
                 pass
-        folder = Path(pipeline_run.lock_path(str(tmp_path))).parent
+        folder = Path(lock.lock_path(str(tmp_path))).parent
         assert [p.name for p in folder.iterdir()] == ["run.lock"]
-    assert not Path(pipeline_run.lock_path(str(tmp_path))).exists()
+    assert not Path(lock.lock_path(str(tmp_path))).exists()
 
 
 def test_a_lock_still_being_written_is_read_once_whole(tmp_path):
@@ -102,7 +103,7 @@ def test_a_lock_still_being_written_is_read_once_whole(tmp_path):
     later = threading.Timer(0.5, lambda: path.write_text(json.dumps(holder)))
     later.start()
     with pytest.raises(LakehouseBusy, match="in use by run slow-writer .custseg run, pid 1 on"):
-        with pipeline_run.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
+        with lock.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
             pass
     later.join()
 
@@ -110,7 +111,7 @@ def test_a_lock_still_being_written_is_read_once_whole(tmp_path):
 def test_a_holder_on_another_host_is_never_taken(tmp_path):
     path = _write_lock(tmp_path, run_id="elsewhere", pid=1, host="another-host")
     with pytest.raises(LakehouseBusy, match="pid 1 on another-host"):
-        with pipeline_run.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
+        with lock.lakehouse_lock(str(tmp_path), "mine", "custseg run"):
             pass
     assert json.loads(path.read_text())["run_id"] == "elsewhere"
 
@@ -183,7 +184,7 @@ def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
     said = clean["out"][loser]
     assert f"custseg run: error: lakehouse {clean['root']} is in use by run {winner}" in said
     assert "[ingest] start" not in said
-    assert not os.path.exists(pipeline_run.lock_path(clean["root"]))
+    assert not os.path.exists(lock.lock_path(clean["root"]))
 
 
 # the JVM itself prints this at start-up, before any logging is configured
@@ -229,8 +230,8 @@ def test_event_logs_tell_stages_and_writes_apart(clean):
 def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
     from mlflow import MlflowClient
 
-    from custseg import tracking
     from custseg.config import load_config
+    from custseg.runtime import registry
 
     winner = next(r for r, c in clean["codes"].items() if c == 0)
     tables = _tables(clean["root"])
@@ -238,17 +239,17 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
             "gold/rfm_segments", "gold/clv_predictions", "ops/stage_runs"} <= set(tables)
     for table in tables:
         path = f"{clean['root']}/{table}"
-        ids = {r[0] for r in lakehouse.read(spark, path).select(pipeline_run.COLUMN)
+        ids = {r[0] for r in lakehouse.read(spark, path).select(context.COLUMN)
                .distinct().collect()}
         assert ids == {winner}, table
         metadata = [json.loads(r[0]) for r in DeltaTable.forPath(spark, path).history()
                     .select("userMetadata").collect() if r[0]]
-        assert metadata and all(m[pipeline_run.COLUMN] == winner for m in metadata), table
-    tracking.configure(clean["root"], load_config())
+        assert metadata and all(m[context.COLUMN] == winner for m in metadata), table
+    registry.configure(clean["root"], load_config())
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
     assert {r.data.tags["custseg.stage"] for r in runs} == {"segment", "clv"}
-    assert {r.data.tags[f"custseg.{pipeline_run.COLUMN}"] for r in runs} == {winner}
+    assert {r.data.tags[f"custseg.{context.COLUMN}"] for r in runs} == {winner}
     said = clean["out"][winner]
     assert f"[run] run {winner}: custseg" in said
     summary = said[said.index(f"run {winner} summary"):].splitlines()[1:11]
@@ -259,7 +260,7 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
 
 def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path):
     root = str(tmp_path / "killed")
-    lock = pipeline_run.lock_path(root)
+    lock_file = lock.lock_path(root)
     # a scheduler's timeout: SIGTERM to the run, mid-refine
     first = _start(sample, root, "killed-1")
     _read_until(first, "[refine] start")
@@ -269,7 +270,7 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     rest = first.communicate()[0]
     assert first.returncode == 143, rest[-2000:]
     assert "custseg run: error: stopped by SIGTERM" in rest
-    assert not os.path.exists(lock)
+    assert not os.path.exists(lock_file)
     # a hard kill of the whole process group (Python and the JVM), mid-clv
     second = _start(sample, root, "killed-2")
     _read_until(second, "[clv] start")
@@ -277,12 +278,12 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     assert second.poll() is None, "clv ended before it could be killed"
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
-    assert json.loads(Path(lock).read_text())["run_id"] == "killed-2"
+    assert json.loads(Path(lock_file).read_text())["run_id"] == "killed-2"
     third = _start(sample, root, "killed-3")
     said = third.communicate()[0]
     assert third.returncode == 0, said[-3000:]
     assert "took over the lock of run killed-2" in said
-    assert not os.path.exists(lock)
+    assert not os.path.exists(lock_file)
 
     business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business

@@ -17,7 +17,7 @@ import pytest
 
 from custseg.config import load_config
 from custseg.errors import InputError
-from custseg.preflight import check_input
+from custseg.io.preflight import check_input
 from tests.conftest import UCI_HEADER, write_csv
 
 GOOD = "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"

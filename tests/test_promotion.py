@@ -5,7 +5,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from custseg.promotion import Result, choose, mean_draws, standing
+from custseg.ml.promotion import Result, choose, mean_draws, standing
 
 O1, O2, O3 = dt.date(2011, 9, 1), dt.date(2011, 8, 2), dt.date(2011, 7, 3)
 

@@ -9,10 +9,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from custseg import lakehouse
-from custseg import refine as refine_module
-from custseg.ingest import ingest
-from custseg.refine import refine
+from custseg.io import lakehouse
+from custseg.stages.ingest import ingest
+from custseg.stages.refine import ensure_fact_table, refine
+from custseg.transforms import silver
 from tests.conftest import write_csv
 
 BATCH1 = [
@@ -214,7 +214,7 @@ def test_time_travel(spark, refined):
 def test_copies_found_through_the_hash_are_those_a_row_by_row_scan_finds(
         spark, monkeypatch, broadcast):
     if not broadcast:
-        monkeypatch.setattr(refine_module, "BROADCAST_ROWS_MAX", -1)
+        monkeypatch.setattr(silver, "BROADCAST_ROWS_MAX", -1)
     rng = random.Random(5)
     rows = [(f"h{rng.randrange(40)}", f"file{f}", r) for f in (2, 1) for r in range(1, 151)]
     earlier = ["h3", "h7"]
@@ -224,7 +224,7 @@ def test_copies_found_through_the_hash_are_those_a_row_by_row_scan_finds(
             expected.add((f, r))
         seen.add(h)
     batch = spark.createDataFrame(rows, "row_hash string, source_file string, source_row long")
-    copies, n = refine_module.duplicate_copies(
+    copies, n = silver.duplicate_copies(
         batch, spark.createDataFrame([(h,) for h in earlier], "row_hash string"))
     try:
         found = {(r["source_file"], r["source_row"]) for r in copies.collect()}
@@ -238,10 +238,10 @@ def test_a_fact_written_with_row_hash_takes_rows_without_it(spark, tmp_path):
     from delta.tables import DeltaTable
 
     path = str(tmp_path / "fct_invoices")
-    legacy = T.StructType(refine_module.FACT_SCHEMA.fields
+    legacy = T.StructType(silver.FACT_SCHEMA.fields
                           + [T.StructField("row_hash", T.StringType(), False)])
     DeltaTable.createIfNotExists(spark).location(path).addColumns(legacy).execute()
-    refine_module.ensure_fact_table(spark, path)
+    ensure_fact_table(spark, path)
     row = spark.createDataFrame(
         [("1", "A", None, 1, 2.0, 2.0, dt.datetime(2011, 1, 1), 201101010000, 7, "UK",
           "b", "f", 1)],
@@ -255,7 +255,7 @@ def test_a_fact_written_with_row_hash_takes_rows_without_it(spark, tmp_path):
 
 @pytest.fixture(scope="module")
 def reported(spark, refined):
-    from custseg.report import report
+    from custseg.stages.report import report
 
     first = report(spark, refined["root"])
     again = report(spark, refined["root"])
@@ -312,7 +312,7 @@ def test_report_rebuilds_only_what_a_setting_changes(spark, reported):
     from delta.tables import DeltaTable
 
     from custseg.config import load_config
-    from custseg.report import report
+    from custseg.stages.report import report
 
     root = reported["root"]
 
@@ -390,7 +390,7 @@ def _implausible_rows():
 
 def test_implausible_lines_are_quarantined_and_change_no_date_or_score(spark, tmp_path):
     from custseg.config import load_config
-    from custseg.rfm import customer_features, default_as_of
+    from custseg.ml.rfm import customer_features, default_as_of
     from tests.conftest import TEST_SETTINGS
 
     cfg = load_config(overrides=[*TEST_SETTINGS, "refine.earliest_date=2000-01-01"])

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from custseg.config import load_config
-from custseg.rfm import customer_features, score_cut_points, segment_expr, tier_expr, with_scores
+from custseg.ml.rfm import customer_features, score_cut_points, segment_expr, tier_expr, with_scores
 
 FACT_SCHEMA = ("invoice_no string, stock_code string, invoice_date timestamp, "
                "customer_id int, country string, total_price double")

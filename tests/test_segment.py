@@ -8,9 +8,10 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from custseg import lakehouse
 from custseg.config import load_config
-from custseg.segment import MODEL_NAME, segment
+from custseg.io import lakehouse
+from custseg.io.catalog import SEGMENT_MODEL
+from custseg.stages.segment import segment
 from tests.conftest import generated_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "cluster.k_min=2", "cluster.k_max=4",
@@ -95,14 +96,14 @@ def test_fixed_seed_and_champion_give_the_same_clusters(spark, seg):
 def test_models_registered_with_champion_alias(seg):
     from mlflow import MlflowClient
 
-    from custseg import tracking
+    from custseg.runtime import registry
 
-    tracking.configure(seg["root"], seg["cfg"])
+    registry.configure(seg["root"], seg["cfg"])
     client = MlflowClient()
     versions = sorted(int(v.version) for v in
-                      client.search_model_versions(f"name='{MODEL_NAME}'"))
+                      client.search_model_versions(f"name='{SEGMENT_MODEL}'"))
     assert versions == [1, 2]
-    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(SEGMENT_MODEL, "champion").version) == "2"
     runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
     assert len(runs) == 4
     fitted = [r for r in runs if "chosen_k" in r.data.metrics]
@@ -131,12 +132,12 @@ def test_same_inputs_again_write_nothing_and_a_refit_reuses_the_model(seg):
 def test_the_registered_model_assigns_the_labels_in_the_gold_table(spark, seg):
     import mlflow.spark
 
-    from custseg import tracking
-    from custseg.refine import CANCELLATIONS, FACT
-    from custseg.rfm import customer_features
+    from custseg.io.catalog import CANCELLATIONS, FACT
+    from custseg.ml.rfm import customer_features
+    from custseg.runtime import registry
 
-    tracking.configure(seg["root"], seg["cfg"])
-    model = mlflow.spark.load_model(f"models:/{MODEL_NAME}@champion")  # fitted at 2011-12-11
+    registry.configure(seg["root"], seg["cfg"])
+    model = mlflow.spark.load_model(f"models:/{SEGMENT_MODEL}@champion")  # fitted at 2011-12-11
     fact = lakehouse.read(spark, lakehouse.table_path(seg["root"], "silver", FACT))
     cancelled = lakehouse.read(spark, lakehouse.table_path(seg["root"], "silver", CANCELLATIONS))
     features = customer_features(fact, cancelled, dt.date(2011, 12, 11), [90])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from custseg import lakehouse
+from custseg.io import lakehouse
 from tests.conftest import CLV_FAST, REPO
 
 WORKER_PYTHON = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"

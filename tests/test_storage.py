@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from custseg import storage
+from custseg.io import storage
 
 
 @pytest.fixture(params=["local", "hadoop", "arrow"])

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from custseg import lakehouse
-from custseg.ingest import ingest
-from custseg.refine import refine
-from custseg.report import report
+from custseg.io import lakehouse
+from custseg.stages.ingest import ingest
+from custseg.stages.refine import refine
+from custseg.stages.report import report
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_gold_monthly_revenue_sums_to_fact(spark, uci, expected):
 
 def test_every_customer_rfm_matches_pandas(spark, uci, expected):
     from custseg.config import load_config
-    from custseg.segment import segment
+    from custseg.stages.segment import segment
 
     cfg = load_config(overrides=["spark.shuffle_partitions=2"])
     summary = segment(spark, uci["root"], cfg)

@@ -24,12 +24,12 @@ from custseg.errors import (
     CustsegError,
     Terminated,
 )
-from custseg.summary import StageSummary
+from custseg.runtime.summary import StageSummary
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from custseg.audiences import Filters
+    from custseg.stages.audiences import Filters
 
 PIPELINE = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift", "dashboard")
 # Local property on every Spark job of a stage, so event logs and the Spark UI tell stages apart.
@@ -144,7 +144,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export_filters(args: argparse.Namespace, cfg: Config) -> Filters:
     """The export's filters: a configured audience narrowed by the flags given."""
-    from custseg.audiences import Filters, check_names, configured
+    from custseg.stages.audiences import Filters, check_names, configured
 
     base = configured(cfg, args.audience) if args.audience else Filters()
     filters = Filters(args.segment or base.segments, args.cluster or base.clusters,
@@ -158,24 +158,25 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
     """Take the lakehouse lock, build the session and run the stages in order under one run id,
     printing each summary and a table of all of them; return the drift alerts raised."""
     import custseg
-    from custseg import lakehouse, logs, pipeline_run
-    from custseg.session import build_spark, is_classic, size_partitions
+    from custseg.io import lakehouse
+    from custseg.runtime import context, lock, logs
+    from custseg.runtime.session import build_spark, is_classic, size_partitions
 
-    run_id = (pipeline_run.validate_run_id(args.run_id) if args.run_id
-              else pipeline_run.new_run_id())
+    run_id = (context.validate_run_id(args.run_id) if args.run_id
+              else context.new_run_id())
     command = f"custseg {args.stage}"
     summaries: list[StageSummary] = []
-    with pipeline_run.active(run_id), ExitStack() as held:
+    with context.active(run_id), ExitStack() as held:
         remote = lakehouse.is_uri(args.lakehouse)
         notes = [] if remote else held.enter_context(
-            pipeline_run.lakehouse_lock(args.lakehouse, run_id, command))
+            lock.lakehouse_lock(args.lakehouse, run_id, command))
         log_file = None if args.verbose else logs.log_file(args.lakehouse, run_id)
         if log_file:
             logs.route(log_file)
         spark = build_spark(cfg, log_file)
         if remote:
             notes = held.enter_context(
-                pipeline_run.lakehouse_lock(args.lakehouse, run_id, command, spark))
+                lock.lakehouse_lock(args.lakehouse, run_id, command, spark))
         log(args.stage, f"run {run_id}: custseg {custseg.__version__} from {custseg.__file__}; "
             f"Spark {spark.version}, master {spark.conf.get('spark.master', '?')}")
         for note in notes:
@@ -200,7 +201,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
 
 def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> int | None:
     """The size of the table (or file) a stage reads most, for its shuffle partitions."""
-    from custseg import lakehouse
+    from custseg.io import lakehouse
 
     if stage == "ingest":
         path = args.input
@@ -219,42 +220,42 @@ def _run_stage(
     later: Sequence[str] = ()
 ) -> StageSummary:
     if stage == "ingest":
-        from custseg.ingest import ingest
+        from custseg.stages.ingest import ingest
 
         return ingest(spark, args.input, args.lakehouse, cfg)
     if stage == "refine":
-        from custseg.refine import refine
+        from custseg.stages.refine import refine
 
         return refine(spark, args.lakehouse, cfg)
     if stage == "report":
-        from custseg.report import report
+        from custseg.stages.report import report
 
         # segment rebuilds report_customers with its new RFM segments
         return report(spark, args.lakehouse, cfg,
                       deferred=("report_customers",) if "segment" in later else ())
     if stage == "segment":
-        from custseg.segment import segment
+        from custseg.stages.segment import segment
 
         return segment(spark, args.lakehouse, cfg, args.as_of, args.use_champion)
     if stage == "clv":
-        from custseg.clv_stage import clv
+        from custseg.stages.clv import clv
 
         return clv(spark, args.lakehouse, cfg, args.as_of, args.horizon_days,
                    args.backtest, args.use_champion)
     if stage == "drift":
-        from custseg.drift_stage import drift
+        from custseg.stages.drift import drift
 
         return drift(spark, args.lakehouse, cfg, args.as_of)
     if stage == "audiences":
-        from custseg.audiences import audiences
+        from custseg.stages.audiences import audiences
 
         return audiences(spark, args.lakehouse, cfg, args.as_of)
     if stage == "export":
-        from custseg.audiences import export
+        from custseg.stages.audiences import export
 
         return export(spark, args.lakehouse, cfg, args.out, args.as_of,
                       export_filters(args, cfg), args.format or cfg["export"]["format"])
-    from custseg.dashboard import dashboard
+    from custseg.stages.dashboard import dashboard
 
     return dashboard(spark, args.lakehouse, cfg, args.out)
 
@@ -303,8 +304,8 @@ def storage_failure(exc: BaseException, lakehouse: str) -> str | None:
 
 def _generate(args: argparse.Namespace, cfg: Config, started: float) -> int:
     """``custseg generate``: synthetic invoice lines in the UCI layout."""
-    from custseg.generate import generate_to
-    from custseg.session import build_spark
+    from custseg.io.generate import generate_to
+    from custseg.runtime.session import build_spark
 
     if args.customers < 1:
         raise CustsegError("--customers must be at least 1")
@@ -317,17 +318,17 @@ def _generate(args: argparse.Namespace, cfg: Config, started: float) -> int:
 
 def _models(args: argparse.Namespace, cfg: Config) -> int:
     """``custseg models list`` and ``custseg models rollback NAME --to VERSION``."""
-    from custseg import tracking
+    from custseg.runtime import registry
 
     if args.action == "rollback" and not (args.name and args.to):
         raise CustsegError("models rollback needs NAME and --to VERSION")
-    tracking.configure(args.lakehouse, cfg)
+    registry.configure(args.lakehouse, cfg)
     if args.action == "rollback":
-        before = tracking.rollback(args.name, args.to)
-        log("models", f"{args.name}: '{tracking.CHAMPION}' now version {args.to} "
+        before = registry.rollback(args.name, args.to)
+        log("models", f"{args.name}: '{registry.CHAMPION}' now version {args.to} "
                       f"(was {before or 'unset'})")
         return EXIT_OK
-    rows = tracking.list_models()
+    rows = registry.list_models()
     if not rows:
         log("models", "no registered models")
     for r in rows:
@@ -362,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = PIPELINE if args.input else PIPELINE[1:]
         else:
             stages = (args.stage,)
-        from custseg import preflight
+        from custseg.io import preflight
 
         if args.stage == "export":
             export_filters(args, cfg)

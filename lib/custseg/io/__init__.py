@@ -1,0 +1,1 @@
+"""Where data comes from and goes: paths, storage, source readers, Delta tables, the catalog."""

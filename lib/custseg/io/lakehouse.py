@@ -1,0 +1,142 @@
+"""Delta table locations and the few write patterns every stage uses.
+
+Idempotence comes from Delta itself: appends carry a transaction id (``txnAppId``/``txnVersion``)
+so a repeated write of the same batch is skipped by Delta, and derived tables record the versions
+of their sources in the commit's ``userMetadata`` so an unchanged input is not rewritten.
+Every write stamps its rows and its commit with the pipeline run id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+
+from custseg.io.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
+from custseg.runtime import context, session
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    """True when a Delta table is at ``path``."""
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read(spark: SparkSession, path: str) -> DataFrame:
+    """The current version of the Delta table at ``path``."""
+    return spark.read.format("delta").load(path)
+
+
+def version(spark: SparkSession, path: str) -> int | None:
+    """Latest committed version of a table, or None when there is no table."""
+    if not exists(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    return int(row["version"]) if row else None
+
+
+def size_bytes(spark: SparkSession, path: str) -> int | None:
+    """The bytes of the current version's data files (Delta's own figure), None without a
+    table."""
+    if not exists(spark, path):
+        return None
+    return int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("sizeInBytes").first()[0])
+
+
+def last_metadata(spark: SparkSession, path: str) -> dict:
+    """The JSON ``userMetadata`` of a table's last commit ({} when absent)."""
+    if not exists(spark, path):
+        return {}
+    row = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()
+    if not row or not row["userMetadata"]:
+        return {}
+    try:
+        return json.loads(row["userMetadata"])
+    except ValueError:
+        return {}
+
+
+def _commit_metadata(metadata: dict | None = None) -> str:
+    return json.dumps({**(metadata or {}), context.COLUMN: context.current()},
+                      sort_keys=True)
+
+
+@contextmanager
+def described(spark: SparkSession, text: str) -> Iterator[None]:
+    """Name the Spark jobs started inside the block (Spark UI, event logs, bench profiles).
+    Over Spark Connect, where there is no SparkContext, the jobs keep the server's names."""
+    if not session.is_classic(spark):
+        yield
+        return
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setJobDescription(before)  # type: ignore[arg-type]
+
+
+STATS_DEFAULT = "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols"
+
+
+@contextmanager
+def _new_tables_without_column_stats(spark: SparkSession) -> Iterator[None]:
+    """Tables created inside the block keep row counts but no per-column min/max.
+
+    Delta computes the min and max of the first 32 columns of every row it writes: a third of
+    the time of writing bronze at 10x (19.9 s against 14.8 s without). Our reads select by
+    partition (batch, as-of date), which needs none; the fact keeps stats on the columns it is
+    filtered by (see refine.ensure_fact_table). A table that exists keeps its own setting, and
+    the session's default is restored for the user's tables.
+    """
+    before = spark.conf.get(STATS_DEFAULT, None)
+    spark.conf.set(STATS_DEFAULT, "0")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(STATS_DEFAULT)
+        else:
+            spark.conf.set(STATS_DEFAULT, before)
+
+
+def _save(writer: DataFrameWriter, df: DataFrame, path: str) -> None:
+    name = "/".join(path.rstrip("/").split("/")[-2:])
+    with (described(df.sparkSession, f"custseg write {name}"),
+          _new_tables_without_column_stats(df.sparkSession)):
+        writer.save(path)
+
+
+def append_once(
+    df: DataFrame, path: str, app_id: str, partition_by: list[str] | None = None
+) -> None:
+    """Append ``df`` unless a commit with this ``app_id`` is already in the table. New columns
+    (``pipeline_run_id`` on a table written before it existed) are added, null in old rows."""
+    writer = (
+        context.stamp(df).write.format("delta").mode("append")
+        .option("txnAppId", app_id).option("txnVersion", 1).option("mergeSchema", "true")
+        .option("userMetadata", _commit_metadata())
+    )
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    _save(writer, df, path)
+
+
+def overwrite(df: DataFrame, path: str, metadata: dict | None = None) -> None:
+    """Replace the table's contents in one commit (time travel keeps the old versions)."""
+    _save(context.stamp(df).write.format("delta").mode("overwrite")
+          .option("overwriteSchema", "true").option("userMetadata", _commit_metadata(metadata)),
+          df, path)
+
+
+def replace_where(df: DataFrame, path: str, condition: str, partition_by: str) -> None:
+    """Replace the rows matching ``condition`` in one commit; other rows are kept, so a table
+    keyed by date builds history and a rerun of one date replaces only that date. Columns
+    new to the table are added (null in its older rows)."""
+    _save(context.stamp(df).write.format("delta").mode("overwrite")
+          .option("replaceWhere", condition).option("mergeSchema", "true")
+          .option("userMetadata", _commit_metadata())
+          .partitionBy(partition_by), df, path)

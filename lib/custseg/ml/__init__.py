@@ -1,0 +1,1 @@
+"""Learned and statistical steps: RFM scoring, clustering, BTYD, CLV models, metrics, drift."""

@@ -1,0 +1,69 @@
+"""The id of one pipeline run, recorded in every table it writes and in MLflow.
+
+A scheduler that runs each stage as its own task passes one ``--run-id`` to all of them (Airflow's
+``{{ run_id }}``); otherwise ``custseg run`` makes one. Code that writes without a run (a notebook,
+a test) gets one id per process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from custseg.errors import ConfigError
+
+COLUMN = "pipeline_run_id"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+
+_current: dict[str, str] = {}
+
+
+def new_run_id() -> str:
+    """``YYYYmmddTHHMMSSZ-`` and six random hex digits: sortable and unique enough."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """The id unchanged, or a ConfigError naming it (letters, digits and ``._:+-`` only)."""
+    if not _ID.match(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: use 1-128 letters, digits or ._:+- "
+                          "(starting with a letter or digit)")
+    return run_id
+
+
+def current() -> str:
+    """The id of the run in progress (one per process when no run was started)."""
+    if "id" not in _current:
+        _current["id"] = new_run_id()
+    return _current["id"]
+
+
+@contextmanager
+def active(run_id: str) -> Iterator[str]:
+    """Make ``run_id`` the id every write and MLflow run records until the block ends."""
+    before = _current.get("id")
+    _current["id"] = validate_run_id(run_id)
+    try:
+        yield run_id
+    finally:
+        if before is None:
+            _current.pop("id", None)
+        else:
+            _current["id"] = before
+
+
+def stamp(df: DataFrame) -> DataFrame:
+    """``df`` with the run id as its ``pipeline_run_id`` column (replaced if present)."""
+    return df.withColumn(COLUMN, F.lit(current()))
+
+
+def mlflow_tags(stage: str) -> dict[str, str]:
+    """Tags that tie an MLflow run to the pipeline run and stage that made it."""
+    return {f"custseg.{COLUMN}": current(), "custseg.stage": stage}

@@ -1,0 +1,1 @@
+"""One module per stage: read inputs, build, write, record, summarise."""

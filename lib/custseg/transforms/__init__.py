@@ -1,0 +1,1 @@
+"""DataFrame in, DataFrame out: bronze, silver and gold reporting transforms. No I/O."""
