@@ -95,3 +95,47 @@ def notebook_run(spark, tmp_path_factory):
     finally:
         mp.undo()
     return {"root": str(root), "out": out, "ns": namespaces}
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """A local Spark Connect server (loopback, the cached Delta jars, executors on this venv's
+    Python) for the session; stopped by its own process id. Yields its ``sc://`` URL."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from custseg.runtime.jars import ensure_delta_jars
+    from custseg.runtime.session import DELTA_CONF
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("connect") / "server.log"
+    conf = {**DELTA_CONF, "spark.connect.grpc.binding.address": "127.0.0.1",
+            "spark.connect.grpc.binding.port": str(port), "spark.sql.shuffle.partitions": "2",
+            "spark.ui.enabled": "false", "spark.driver.memory": "2g"}
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--class",
+           "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
+           "--jars", ",".join(ensure_delta_jars()),
+           *[a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    with open(log, "w") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Spark Connect server started" not in log.read_text():
+            assert server.poll() is None, f"the Connect server ended:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no Connect server:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)  # polls the server's log for its start line
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -298,3 +298,34 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     assert again.returncode == 0, said[-3000:]
     assert "already ingested" in said and said.count("nothing written") == 3
     assert {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)} == before
+
+
+def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean, connect_server,
+                                                           tmp_path):
+    """The same run through a Spark Connect server: the same tables as the classic run, its
+    models registered as MLflow Spark models that a classic session loads, and the dashboard."""
+    from pyspark.ml import PipelineModel
+
+    from custseg.config import load_config
+    from custseg.io.catalog import SEGMENT_MODEL, SPEND_MODEL, TIER_MODEL
+    from custseg.runtime import registry
+
+    root = str(tmp_path / "connect")
+    done = subprocess.run([CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id",
+                           "over-connect", "--remote", connect_server, *FAST],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "master local[2]" in done.stdout  # the server's master, read over Connect
+
+    business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
+    assert [t for t in _tables(root) if not t.startswith("ops/")] == business
+    for table in business:
+        assert _content(spark, f"{root}/{table}") == _content(
+            spark, f"{clean['root']}/{table}"), table
+
+    registry.configure(root, load_config())
+    for name in (SEGMENT_MODEL, SPEND_MODEL, TIER_MODEL):
+        assert registry.champion_version(name) is not None, name
+    model = registry.load_spark_model(f"models:/{SPEND_MODEL}@champion")
+    assert isinstance(model, PipelineModel) and model.stages
+    assert Path(root, "dashboard", "report.html").read_text().count('class="chart"') >= 10

@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", action="store_true",
                        help="show Spark's and MLflow's own log on the console (default: in "
                             "<lakehouse>/_custseg/logs/<run id>.log)")
+        p.add_argument("--remote", metavar="sc://HOST:PORT",
+                       help="run through a Spark Connect server (same as spark.remote or "
+                            "SPARK_REMOTE)")
         _stage_arguments(p, name)
     models = sub.add_parser("models", help="list registered models or roll one back")
     models.add_argument("action", choices=("list", "rollback"))
@@ -174,6 +177,8 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         if log_file:
             logs.route(log_file)
         spark = build_spark(cfg, log_file)
+        if not is_classic(spark):  # a Connect client's threads would keep the process alive
+            held.callback(spark.stop)
         if remote:
             notes = held.enter_context(
                 lock.lakehouse_lock(args.lakehouse, run_id, command, spark))
@@ -187,6 +192,9 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             log(stage, f"start ({partitions} shuffle partitions)")
             if is_classic(spark):  # the event logs' stage (bench/event_profile.py)
                 spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
+            else:  # the server's jobs carry the stage as an operation tag
+                spark.clearTags()
+                spark.addTag(f"custseg-{stage}")
             summary = _run_stage(stage, spark, args, cfg, later=stages[i + 1:])
             if stage == "drift":
                 alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
@@ -341,18 +349,35 @@ def _models(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Local paths made absolute here, where the user's working directory is known: a Spark
+    Connect server or a cluster resolves a relative path against its own."""
+    from custseg.io.paths import normalise_root
+
+    for name in ("input", "out", "lakehouse"):
+        if getattr(args, name, None):
+            setattr(args, name, normalise_root(getattr(args, name)))
+
+
+def _remote(args: argparse.Namespace) -> list[str]:
+    """``--remote`` as the ``spark.remote`` override it stands for."""
+    remote = getattr(args, "remote", None)
+    return [f"spark.remote={remote}"] if remote else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0 on success, 2 on bad input or configuration, 1 on a failed stage,
     3 when --fail-on-drift was given and a drift check breached its threshold, 4 when another
     run holds the lakehouse, 143 when stopped by SIGTERM."""
     args = _parser().parse_args(argv)
+    _absolute_paths(args)
     started = time.time()
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (a notebook, a test harness): keep the default
         pass
     try:
-        cfg = load_config(args.conf, args.set)
+        cfg = load_config(args.conf, [*args.set, *_remote(args)])
         if args.stage == "generate":
             return _generate(args, cfg, started)
         if args.stage == "models":

@@ -27,6 +27,7 @@ _FREE_DICTS = {"spark.conf", "dashboard.actions", "audiences"}
 _REPLACED_DICTS = {"dashboard.actions", "audiences"}
 _NULLABLE = {"delta.jars_dir", "input.sheet"} | {f"input.columns.{f}" for f in FIELDS}
 _NULL_TYPES: dict[str, type] = {
+    "spark.remote": str,
     "cluster.k": int, "segment.as_of": str, "clv.as_of": str, "mlflow.tracking_uri": str,
     "mlflow.artifact_location": str, "dashboard.out": str, "refine.earliest_date": str,
     "export.dir": str,

@@ -12,16 +12,27 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, DataFrameWriter, Row, SparkSession
 
 from custseg.io.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
 from custseg.runtime import context, session
 
 
+def _last_commit(spark: SparkSession, path: str) -> Row | None:
+    """The last entry of a table's history, None when no Delta table is at ``path``.
+
+    SQL rather than the ``DeltaTable`` API, which needs Delta's Connect plugin on a Spark
+    Connect server (none is published for this Delta version)."""
+    try:
+        return spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+    except AnalysisException:
+        return None
+
+
 def exists(spark: SparkSession, path: str) -> bool:
     """True when a Delta table is at ``path``."""
-    return DeltaTable.isDeltaTable(spark, path)
+    return _last_commit(spark, path) is not None
 
 
 def read(spark: SparkSession, path: str) -> DataFrame:
@@ -31,9 +42,7 @@ def read(spark: SparkSession, path: str) -> DataFrame:
 
 def version(spark: SparkSession, path: str) -> int | None:
     """Latest committed version of a table, or None when there is no table."""
-    if not exists(spark, path):
-        return None
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    row = _last_commit(spark, path)
     return int(row["version"]) if row else None
 
 
@@ -47,9 +56,7 @@ def size_bytes(spark: SparkSession, path: str) -> int | None:
 
 def last_metadata(spark: SparkSession, path: str) -> dict:
     """The JSON ``userMetadata`` of a table's last commit ({} when absent)."""
-    if not exists(spark, path):
-        return {}
-    row = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()
+    row = _last_commit(spark, path)
     if not row or not row["userMetadata"]:
         return {}
     try:
@@ -70,7 +77,7 @@ def described(spark: SparkSession, text: str) -> Iterator[None]:
     if not session.is_classic(spark):
         yield
         return
-    sc = spark.sparkContext
+    sc = spark.sparkContext  # classic only (returned above for Connect)
     before = sc.getLocalProperty("spark.job.description")
     sc.setJobDescription(text)
     try:

@@ -91,7 +91,7 @@ class HadoopStorage:
     ``create(overwrite=false)`` is atomic on HDFS and on stores with conditional writes."""
 
     def __init__(self, spark: Any) -> None:
-        self.jvm = spark.sparkContext._jvm
+        self.jvm = spark.sparkContext._jvm  # classic only: for_path picks ArrowStorage for Connect
         self.conf = spark.sparkContext._jsc.hadoopConfiguration()
 
     def _fs(self, path: str) -> tuple[Any, Any]:

@@ -13,9 +13,9 @@ from custseg.config import Config
 from custseg.errors import ConfigError
 from custseg.io import lakehouse
 from custseg.runtime import logs
+from custseg.runtime.session import is_classic
 
 if TYPE_CHECKING:
-    from mlflow.models.model import ModelInfo
     from pyspark.ml import PipelineModel
 
 CHAMPION = "champion"
@@ -50,43 +50,95 @@ def configure(root: str, cfg: Config) -> str:
     return experiment_id
 
 
-def log_spark_model(model: PipelineModel, artifact_path: str,
-                    registered_model_name: str | None = None) -> ModelInfo:
-    """Log (and register, given a name) a fitted Spark ML model in the active run; return
-    MLflow's ModelInfo.
-
-    The requirements are the installed versions of ``MODEL_PACKAGES``, given rather than
-    inferred: inference imports the model in a subprocess, about 18 s a model on 2 cores.
-    """
+def _requirements() -> list[str]:
+    """The installed versions of ``MODEL_PACKAGES``, given rather than inferred: inference
+    imports the model in a subprocess, about 18 s a model on 2 cores."""
     from importlib.metadata import version
 
-    import mlflow.spark
+    return [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
 
-    requirements = [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
-    with logs.notices_to_file():
-        return mlflow.spark.log_model(model, artifact_path=artifact_path,
-                                      registered_model_name=registered_model_name,
-                                      pip_requirements=requirements)
+
+def _staging() -> str:
+    """A fresh folder in MLflow's DFS temp dir (``MLFLOW_DFS_TMP``, default /tmp/mlflow): a
+    place the Spark Connect server writes and reads models and this process reaches too."""
+    import uuid
+
+    from mlflow.environment_variables import MLFLOW_DFS_TMP
+
+    return f"{MLFLOW_DFS_TMP.get().rstrip('/')}/custseg-{uuid.uuid4().hex}"
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    from pyarrow import fs
+
+    fs.copy_files(src, dst)
+
+
+def _delete_tree(path: str) -> None:
+    from pyarrow import fs
+
+    filesystem, where = fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+    filesystem.delete_dir(where)
+
+
+def save_spark_model(model: PipelineModel, path: str) -> None:
+    """Save a fitted Spark ML model as an MLflow model folder at local ``path``.
+
+    ``mlflow.spark`` copies the saved model out of Spark through the JVM, which a Spark Connect
+    client does not have: there the server saves it to a staging folder, this process copies it
+    into ``path/sparkml`` and MLflow's own metadata writer adds the rest, so the folder is the
+    same either way.
+    """
+    import mlflow.spark
+    from mlflow.models import Model
+    from pyspark.sql import SparkSession
+
+    if is_classic(SparkSession.getActiveSession()):
+        mlflow.spark.save_model(model, path, pip_requirements=_requirements())
+        return
+    staging = _staging()
+    model.save(staging)
+    try:
+        _copy_tree(staging, f"{path}/sparkml")
+    finally:
+        _delete_tree(staging)
+    # internal to mlflow.spark (pinned 3.17.x): the MLmodel, conda and pip files save_model writes
+    mlflow.spark._save_model_metadata(path, model, Model(), conda_env=None, code_paths=None,
+                                      pip_requirements=_requirements())
+
+
+def load_spark_model(model_uri: str) -> PipelineModel:
+    """A logged or registered Spark ML model, through the classic session or Spark Connect."""
+    import mlflow.artifacts
+    import mlflow.spark
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import SparkSession
+
+    if is_classic(SparkSession.getActiveSession()):
+        with logs.notices_to_file():
+            return mlflow.spark.load_model(model_uri)
+    local = mlflow.artifacts.download_artifacts(model_uri)
+    staging = _staging()
+    _copy_tree(f"{local}/sparkml", staging)
+    try:
+        return PipelineModel.load(staging)
+    finally:
+        _delete_tree(staging)
 
 
 def log_spark_models(models: dict[str, PipelineModel], prefix: str) -> dict[str, str]:
     """Log several fitted Spark ML models in the active run, saved side by side (the saves
     are mostly Spark jobs), each under ``{prefix}-{key}``; return their model URIs."""
     import tempfile
-    from importlib.metadata import version
 
     import mlflow
-    import mlflow.spark
 
     from custseg.runtime.threads import run_all
 
-    requirements = [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
     run_id = mlflow.active_run().info.run_id
     with tempfile.TemporaryDirectory(prefix="custseg-models-") as tmp:
         paths = {k: f"{tmp}/{prefix}-{k}" for k in models}
-        run_all([lambda k=k, m=m: mlflow.spark.save_model(m, paths[k],
-                                                          pip_requirements=requirements)
-                 for k, m in models.items()])
+        run_all([lambda k=k, m=m: save_spark_model(m, paths[k]) for k, m in models.items()])
         for k, path in paths.items():
             mlflow.log_artifacts(path, artifact_path=f"{prefix}-{k}")
     return {k: f"runs:/{run_id}/{prefix}-{k}" for k in models}

@@ -29,7 +29,7 @@ def parallelism(spark: SparkSession) -> int:
     """Tasks that keep the cluster's cores busy: the default parallelism of a classic session,
     the shuffle partitions over Spark Connect."""
     if is_classic(spark):
-        return spark.sparkContext.defaultParallelism
+        return spark.sparkContext.defaultParallelism  # classic only: Connect has no SparkContext
     return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
@@ -52,15 +52,36 @@ def _launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or SparkSession.getActiveSession() is not None
 
 
+def remote_url(cfg: Config) -> str | None:
+    """The Spark Connect server to use: ``spark.remote`` (``--remote``), else ``SPARK_REMOTE``."""
+    return cfg["spark"]["remote"] or os.environ.get("SPARK_REMOTE") or None
+
+
+def _connect(url: str, sc: dict) -> SparkSession:
+    """A Spark Connect session; the server owns the master, jars and Delta settings, and the
+    session takes custseg's SQL settings."""
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    settings = {"spark.sql.shuffle.partitions": str(sc["shuffle_partitions"]),
+                "spark.sql.session.timeZone": "UTC", "spark.sql.adaptive.enabled": "true",
+                "spark.databricks.delta.schema.autoMerge.enabled": "false",
+                **sql_defaults(sc)}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    return spark
+
+
 def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
     """A SparkSession with Delta enabled.
 
-    Under spark-submit (or in a notebook with a session already running) the master, jars
-    and Delta settings come from the launcher and are left alone. A plain ``python`` or
-    ``custseg`` launch starts its own JVM with the configured master and the cached Delta jars;
-    with ``log_file`` its log goes there instead of the console.
+    With a Spark Connect URL (``spark.remote`` or ``SPARK_REMOTE``) the session is a Connect
+    client of that server. Under spark-submit (or in a notebook with a session already running)
+    the master, jars and Delta settings come from the launcher and are left alone. A plain
+    ``python`` or ``custseg`` launch starts its own JVM with the configured master and the
+    cached Delta jars; with ``log_file`` its log goes there instead of the console.
     """
     sc = cfg["spark"]
+    if url := remote_url(cfg):
+        return _connect(url, sc)
     if _launched_by_spark_submit():
         spark = SparkSession.builder.appName(sc["app_name"]).getOrCreate()
         spark.conf.set("spark.sql.shuffle.partitions", str(sc["shuffle_partitions"]))
@@ -95,7 +116,7 @@ def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
             f'"-Dcustseg.log.file={log_file}"').strip())  # quoted: a path may hold spaces
     spark = builder.getOrCreate()
     if is_classic(spark):
-        spark.sparkContext.setLogLevel(LOG_LEVEL)
+        spark.sparkContext.setLogLevel(LOG_LEVEL)  # classic only: Connect has no SparkContext
     return spark
 
 
@@ -110,7 +131,7 @@ def quiet_logs(spark: SparkSession) -> Iterator[None]:
     if not is_classic(spark):
         yield
         return
-    sc = spark.sparkContext
+    sc = spark.sparkContext  # classic only (returned above for Connect)
     sc.setLogLevel("FATAL")
     try:
         yield

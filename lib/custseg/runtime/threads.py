@@ -14,24 +14,33 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
     """The results of ``tasks`` run side by side, in order; the first error is raised.
 
     Threads are pyspark's ``InheritableThread``, so each carries the caller's Spark local
-    properties (the stage tag and job descriptions the event logs and the Spark UI show).
+    properties (the stage tag and job descriptions the event logs and the Spark UI show), or
+    over Spark Connect the session's tags.
     """
     if len(tasks) <= 1:
         return [task() for task in tasks]
     from pyspark import InheritableThread
+    from pyspark.sql import SparkSession
+
+    from custseg.runtime.session import is_classic
+
+    active = SparkSession.getActiveSession()
+    remote = {"session": active} if active is not None and not is_classic(active) else {}
 
     results: list[object] = [None] * len(tasks)
     errors: list[BaseException | None] = [None] * len(tasks)
 
     def runner(i: int) -> Callable[[], None]:
         def run() -> None:
+            if remote:  # pyspark.ml over Connect finds its session as the thread's active one
+                type(active)._set_default_and_active_session(active)
             try:
                 results[i] = tasks[i]()
             except BaseException as exc:  # re-raised in the caller's thread
                 errors[i] = exc
         return run
 
-    threads = [InheritableThread(target=runner(i)) for i in range(len(tasks))]
+    threads = [InheritableThread(target=runner(i), **remote) for i in range(len(tasks))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -229,10 +229,8 @@ def _fingerprint(spark: SparkSession, root: str, cfg: Config, p: Plan) -> str:
 
 
 def _load(name: str, ref: str) -> PipelineModel:
-    import mlflow.spark
-
-    return mlflow.spark.load_model(f"models:/{name}/{ref}" if ref.isdigit()
-                                   else f"models:/{name}@{ref}")
+    return registry.load_spark_model(f"models:/{name}/{ref}" if ref.isdigit()
+                                     else f"models:/{name}@{ref}")
 
 
 def _registered(fingerprint: str) -> dict[str, dict[str, str]] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -63,9 +62,11 @@ def ensure_fact_table(spark: SparkSession, path: str) -> None:
         if legacy:
             spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN row_hash DROP NOT NULL")
         return
-    (DeltaTable.createIfNotExists(spark).location(path).addColumns(FACT_SCHEMA)
-     .property("delta.feature.checkConstraints", "supported")
-     .property("delta.dataSkippingStatsColumns", FACT_STATS_COLUMNS).execute())
+    columns = ", ".join(f"{f.name} {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+                        for f in FACT_SCHEMA.fields)
+    spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({columns}) USING delta "
+              "TBLPROPERTIES ('delta.feature.checkConstraints' = 'supported', "
+              f"'delta.dataSkippingStatsColumns' = '{FACT_STATS_COLUMNS}')")
     for name, expr in (("quantity_positive", "quantity > 0"),
                        ("unit_price_positive", "unit_price > 0")):
         spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")

@@ -189,7 +189,6 @@ def _cluster_model(spark: SparkSession, root: str, cfg: Config, features: DataFr
     """The champion (--use-champion), a version registered for the same inputs and settings,
     or a new fit: registered, made champion, its selection written to gold/cluster_selection."""
     import mlflow
-    import mlflow.spark
 
     if use_champion:
         version = registry.champion_version(SEGMENT_MODEL)
@@ -197,12 +196,12 @@ def _cluster_model(spark: SparkSession, root: str, cfg: Config, features: DataFr
             raise InputError(f"--use-champion: no '{registry.CHAMPION}' version of "
                              f"{SEGMENT_MODEL} is registered yet")
         summary.notes.append(f"clusters assigned by {SEGMENT_MODEL} version {version}")
-        return mlflow.spark.load_model(f"models:/{SEGMENT_MODEL}@{registry.CHAMPION}"), version
+        return registry.load_spark_model(f"models:/{SEGMENT_MODEL}@{registry.CHAMPION}"), version
     if version := registry.version_with_tag(SEGMENT_MODEL, FINGERPRINT, fingerprint):
         registry.set_champion(SEGMENT_MODEL, version)
         summary.notes.append(f"same inputs and settings as {SEGMENT_MODEL} version {version} "
                              f"(a run that stopped early): not refitted; '{registry.CHAMPION}'")
-        return mlflow.spark.load_model(f"models:/{SEGMENT_MODEL}/{version}"), version
+        return registry.load_spark_model(f"models:/{SEGMENT_MODEL}/{version}"), version
     model, sweep = fit_clusters(features, cfg, summary.step)
     for k in sorted(sweep.silhouette):
         for metric in ("wcss", "bic", "silhouette", "stability"):
@@ -222,10 +221,8 @@ def _cluster_model(spark: SparkSession, root: str, cfg: Config, features: DataFr
     replace_as_of(selection_table(spark, sweep, date),
                   lakehouse.table_path(root, "gold", CLUSTER_SELECTION), date)
     summary.rows_out["gold/cluster_selection"] = len(sweep.silhouette)
-    info = registry.log_spark_model(model, artifact_path="model",
-                                    registered_model_name=SEGMENT_MODEL)
-    version = info.registered_model_version
-    registry.set_version_tag(SEGMENT_MODEL, version, FINGERPRINT, fingerprint)
+    (uri,) = registry.log_spark_models({"model": model}, "segment").values()
+    version = registry.register(uri, SEGMENT_MODEL, {FINGERPRINT: fingerprint})
     registry.set_champion(SEGMENT_MODEL, version)
     summary.notes.append(f"registered {SEGMENT_MODEL} version {version} as '{registry.CHAMPION}'")
     return model, version
