@@ -8,7 +8,15 @@ import pytest
 from pyspark.sql import functions as F
 
 from custseg.config import load_config
-from custseg.ml.rfm import customer_features, score_cut_points, segment_expr, tier_expr, with_scores
+from custseg.ml.rfm import (
+    RfmScorer,
+    RfmScores,
+    customer_features,
+    rfm_pipeline,
+    score_cut_points,
+    segment_expr,
+    tier_expr,
+)
 
 FACT_SCHEMA = ("invoice_no string, stock_code string, invoice_date timestamp, "
                "customer_id int, country string, total_price double")
@@ -75,14 +83,14 @@ def _scores(spark, values):
     df = spark.createDataFrame(
         [(i, float(v), v, float(v)) for i, v in enumerate(values)],
         "customer_id int, recency_days double, frequency int, monetary double")
-    cuts = score_cut_points(df, 100000)
-    rows = with_scores(df, cuts).orderBy("customer_id").collect()
-    return cuts.first(), rows
+    model = RfmScorer(accuracy=100000).fit(df)
+    rows = model.transform(df).orderBy("customer_id").collect()
+    return model, rows
 
 
 def test_scores_distinct_values(spark):
     cuts, rows = _scores(spark, list(range(1, 11)))
-    assert [float(c) for c in cuts["cuts_frequency"]] == [2.0, 4.0, 6.0, 8.0]
+    assert cuts.getOrDefault(cuts.frequencyCuts) == [2.0, 4.0, 6.0, 8.0]
     # 1 + cut points strictly below the value; recency reversed (6 minus that)
     assert [r["f_score"] for r in rows] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert [r["r_score"] for r in rows] == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
@@ -91,7 +99,7 @@ def test_scores_distinct_values(spark):
 
 def test_scores_ties_share_a_score(spark):
     cuts, rows = _scores(spark, [1, 1, 1, 1, 1, 1, 2, 3, 4, 5])
-    assert [float(c) for c in cuts["cuts_frequency"]] == [1.0, 1.0, 1.0, 3.0]
+    assert cuts.getOrDefault(cuts.frequencyCuts) == [1.0, 1.0, 1.0, 3.0]
     assert [r["f_score"] for r in rows] == [1, 1, 1, 1, 1, 1, 4, 4, 5, 5]
     assert [r["r_score"] for r in rows] == [5, 5, 5, 5, 5, 5, 2, 2, 1, 1]
 
@@ -132,5 +140,23 @@ def test_cut_points_never_sort_globally(spark):
     df = spark.range(1000).select(F.col("id").cast("int").alias("frequency"),
                                   F.col("id").cast("double").alias("recency_days"),
                                   F.col("id").cast("double").alias("monetary"))
-    plan = with_scores(df, score_cut_points(df, 1000))._jdf.queryExecution().executedPlan()
-    assert "Sort [" not in plan.toString()
+    for scored in (score_cut_points(df, 1000), RfmScorer(accuracy=1000).fit(df).transform(df)):
+        assert "Sort [" not in scored._jdf.queryExecution().executedPlan().toString()
+
+
+def test_the_rfm_pipeline_saves_and_loads_with_its_cut_points_and_maps(spark, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    df = spark.createDataFrame(
+        [(i, float(11 - v), v, float(v)) for i, v in enumerate(range(1, 11))],
+        "customer_id int, recency_days double, frequency int, monetary double")
+    fitted = rfm_pipeline(load_config()).fit(df)
+    fitted.save(str(tmp_path / "rfm"))
+    loaded = PipelineModel.load(str(tmp_path / "rfm"))
+    assert isinstance(loaded.stages[0], RfmScores)
+    rows = loaded.transform(df).orderBy("customer_id").collect()
+    # recency 10..1 with cuts 2,4,6,8 gives R 1,1,2,2,...,5,5; F and M as the scores test
+    assert [(r["r_score"], r["f_score"]) for r in rows[:2]] == [(1, 1), (1, 1)]
+    assert [r["segment"] for r in rows] == [EXPECTED_MAP[(r["r_score"], r["f_score"])]
+                                            for r in rows]
+    assert rows[-1]["segment"] == "Champions" and rows[-1]["value_tier"] == "High"

@@ -1,14 +1,19 @@
 """Recency, Frequency, Monetary and model features per customer as of a date; scores; segments.
 
-All transforms are DataFrame in, DataFrame out. Quantile cut points come from
-``percentile_approx`` in one aggregate row that is cross-joined back (broadcast), so nothing
-customer-level reaches the driver and there is no global sort.
+All transforms are DataFrame in, DataFrame out; scoring and naming are Spark ML stages
+(``RfmScorer``, ``SegmentMapper``). Quantile cut points come from ``percentile_approx`` in one
+aggregate row, so only twelve numbers reach the driver and there is no global sort.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model, Pipeline, Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -95,25 +100,59 @@ def score_cut_points(features: DataFrame, accuracy: int) -> DataFrame:
     ])
 
 
-def _score(value: Column, cuts: Column, reverse: bool) -> Column:
-    below = sum((F.element_at(cuts, i).cast("double") < value.cast("double")).cast("int")
-                for i in range(1, 5))
+def _score(value: Column, cuts: list[float], reverse: bool) -> Column:
+    below = sum((F.lit(cut) < value.cast("double")).cast("int") for cut in cuts)
     score = F.lit(1) + below
     return (F.lit(6) - score if reverse else score).cast("int")
 
 
-def with_scores(features: DataFrame, cuts: DataFrame) -> DataFrame:
-    """R, F, M scores 1-5: 1 + cut points strictly below the value (6 minus that for R)."""
-    scored = features.crossJoin(F.broadcast(cuts))
-    scored = (scored
-              .withColumn("r_score", _score(F.col("recency_days"), F.col("cuts_recency_days"),
-                                            reverse=True))
-              .withColumn("f_score", _score(F.col("frequency"), F.col("cuts_frequency"), False))
-              .withColumn("m_score", _score(F.col("monetary"), F.col("cuts_monetary"), False)))
-    return (scored.drop("cuts_recency_days", "cuts_frequency", "cuts_monetary")
-            .withColumn("rfm_score", F.concat(F.col("r_score").cast("string"),
-                                              F.col("f_score").cast("string"),
-                                              F.col("m_score").cast("string"))))
+class RfmScorer(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+    """Learns the quintile cut points of recency, frequency and monetary with
+    ``percentile_approx`` (one aggregate row: twelve numbers reach the driver, no global sort)."""
+
+    accuracy = Param(Params._dummy(), "accuracy", "percentile_approx accuracy",
+                     TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, accuracy: int = 10000) -> None:
+        super().__init__()
+        self._setDefault(accuracy=10000)
+        self._set(**self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> RfmScores:
+        row = score_cut_points(dataset, self.getOrDefault(self.accuracy)).first()
+        cuts = {c: [float(v) for v in (row[f"cuts_{c}"] or [])] for c in SCORED}
+        return RfmScores(recencyCuts=cuts["recency_days"], frequencyCuts=cuts["frequency"],
+                         monetaryCuts=cuts["monetary"])
+
+
+class RfmScores(Model, DefaultParamsReadable, DefaultParamsWritable):
+    """R, F, M scores 1-5: 1 + cut points strictly below the value (6 minus that for R), and
+    ``rfm_score`` as their three digits."""
+
+    recencyCuts = Param(Params._dummy(), "recencyCuts", "recency cut points",
+                        TypeConverters.toListFloat)
+    frequencyCuts = Param(Params._dummy(), "frequencyCuts", "frequency cut points",
+                          TypeConverters.toListFloat)
+    monetaryCuts = Param(Params._dummy(), "monetaryCuts", "monetary cut points",
+                         TypeConverters.toListFloat)
+
+    @keyword_only
+    def __init__(self, recencyCuts: list[float] | None = None,
+                 frequencyCuts: list[float] | None = None,
+                 monetaryCuts: list[float] | None = None) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        cut = self.getOrDefault
+        return (dataset
+                .withColumn("r_score", _score(F.col("recency_days"), cut(self.recencyCuts), True))
+                .withColumn("f_score", _score(F.col("frequency"), cut(self.frequencyCuts), False))
+                .withColumn("m_score", _score(F.col("monetary"), cut(self.monetaryCuts), False))
+                .withColumn("rfm_score", F.concat(F.col("r_score").cast("string"),
+                                                  F.col("f_score").cast("string"),
+                                                  F.col("m_score").cast("string"))))
 
 
 def segment_expr(segments: list[dict]) -> Column:
@@ -134,10 +173,34 @@ def tier_expr(tiers: list[dict]) -> Column:
     return expr
 
 
+class SegmentMapper(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Names each customer's ``segment`` from (R, F) and ``value_tier`` from M, by the
+    configured maps (``segment.segments`` and ``segment.value_tiers``, kept as JSON)."""
+
+    segments = Param(Params._dummy(), "segments", "R-F map as JSON", TypeConverters.toString)
+    valueTiers = Param(Params._dummy(), "valueTiers", "M tiers as JSON", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, segments: str = "[]", valueTiers: str = "[]") -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        return (dataset
+                .withColumn("segment", segment_expr(json.loads(self.getOrDefault(self.segments))))
+                .withColumn("value_tier",
+                            tier_expr(json.loads(self.getOrDefault(self.valueTiers)))))
+
+
+def rfm_pipeline(cfg: Config) -> Pipeline:
+    """Scores, then names: the RFM steps as one Spark ML pipeline."""
+    seg = cfg["segment"]
+    return Pipeline(stages=[
+        RfmScorer(accuracy=seg["score_accuracy"]),
+        SegmentMapper(segments=json.dumps(seg["segments"]),
+                      valueTiers=json.dumps(seg["value_tiers"]))])
+
+
 def rfm_segments(features: DataFrame, cfg: Config) -> DataFrame:
     """Scores, ``rfm_score``, named ``segment`` and ``value_tier`` for every customer."""
-    seg = cfg["segment"]
-    cuts = score_cut_points(features, seg["score_accuracy"])
-    scored = with_scores(features, cuts)
-    return (scored.withColumn("segment", segment_expr(seg["segments"]))
-            .withColumn("value_tier", tier_expr(seg["value_tiers"])))
+    return rfm_pipeline(cfg).fit(features).transform(features)
