@@ -142,6 +142,15 @@ def _read_until(proc: subprocess.Popen, marker: str) -> str:
     raise AssertionError(f"no {marker!r} before the run ended:\n{''.join(seen)[-3000:]}")
 
 
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``path`` exists (a commit the run has made), while the run is still going."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.1)  # polls for the file
+
+
 def _tables(root: str) -> list[str]:
     return sorted(os.path.relpath(d, root) for d, dirs, _ in os.walk(root)
                   if "_delta_log" in dirs)
@@ -264,7 +273,7 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     # a scheduler's timeout: SIGTERM to the run, mid-refine
     first = _start(sample, root, "killed-1")
     _read_until(first, "[refine] start")
-    time.sleep(4)
+    _wait_for(Path(root, "silver", "fct_invoices", "_delta_log", f"{1:020d}.json"), first)
     assert first.poll() is None, "refine ended before it could be stopped"
     first.send_signal(signal.SIGTERM)
     rest = first.communicate()[0]
@@ -273,8 +282,7 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     assert not os.path.exists(lock_file)
     # a hard kill of the whole process group (Python and the JVM), mid-clv
     second = _start(sample, root, "killed-2")
-    _read_until(second, "[clv] start")
-    time.sleep(8)
+    _read_until(second, "fitting on")  # a clv origin's models are being fitted
     assert second.poll() is None, "clv ended before it could be killed"
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
