@@ -24,6 +24,7 @@ from custseg.errors import (
     CustsegError,
     Terminated,
 )
+from custseg.io.catalog import BRONZE, FACT
 from custseg.runtime.summary import StageSummary
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> i
             return os.path.getsize(path)
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
                    for f in files)
-    table = ("bronze", "raw_invoices") if stage == "refine" else ("silver", "fct_invoices")
+    table = BRONZE if stage == "refine" else ("silver", FACT)
     return lakehouse.size_bytes(spark, lakehouse.table_path(args.lakehouse, *table))
 
 

@@ -18,6 +18,16 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
+from custseg.io.catalog import (
+    CLUSTER_PROFILES,
+    CLUSTER_SELECTION,
+    CLV_PREDICTIONS,
+    CUSTOMER_CLUSTERS,
+    FACT,
+    QUARANTINE,
+    REFINE_LOG,
+    RFM_SEGMENTS,
+)
 from custseg.ml import drift
 from custseg.transforms import insights
 
@@ -98,7 +108,7 @@ def _sales(spark: SparkSession, root: str, cfg: Config) -> dict:
     months = _table(spark, root, "gold", "report_year_invoices")
     if months is not None:
         out["months"] = _rows(months.orderBy("year", "month"))
-        fact = _table(spark, root, "silver", "fct_invoices")
+        fact = _table(spark, root, "silver", FACT)
         if fact is not None:
             span = fact.agg(F.min("invoice_date"), F.max("invoice_date")).first()
             out["partial"] = partial_months(span[0], span[1]) if span[0] else {}
@@ -139,18 +149,18 @@ def _segments(rfm: DataFrame, as_of: dt.date,
 def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
               cfg: Config) -> dict:
     out: dict[str, Any] = {}
-    profiles = _table(spark, root, "gold", "cluster_profiles")
+    profiles = _table(spark, root, "gold", CLUSTER_PROFILES)
     if profiles is not None:
         out["profiles"] = _rows(profiles.where(F.col("as_of") == F.lit(as_of))
                                 .orderBy(F.desc("share_revenue")))
-    selection = _table(spark, root, "gold", "cluster_selection")
+    selection = _table(spark, root, "gold", CLUSTER_SELECTION)
     if selection is not None:
         latest = selection.where(F.col("as_of") <= F.lit(as_of)).agg(F.max("as_of")).first()[0]
         if latest is not None:
             out["selection_as_of"] = latest
             out["selection"] = _rows(selection.where(F.col("as_of") == F.lit(latest))
                                      .orderBy("k"))
-    assigned = _table(spark, root, "gold", "customer_clusters")
+    assigned = _table(spark, root, "gold", CUSTOMER_CLUSTERS)
     if assigned is not None:
         joined = (rfm.where(F.col("as_of") == F.lit(as_of))
                   .join(assigned.where(F.col("as_of") == F.lit(as_of))
@@ -171,7 +181,7 @@ def _predictions(spark: SparkSession, root: str, cfg: Config
                  ) -> tuple[DataFrame, dt.date, int] | None:
     """gold/clv_predictions at its latest as-of date, for the configured horizon when present
     (else the shortest)."""
-    preds = _table(spark, root, "gold", "clv_predictions")
+    preds = _table(spark, root, "gold", CLV_PREDICTIONS)
     if preds is None:
         return None
     as_of = _latest(preds)
@@ -248,8 +258,8 @@ def _changes(spark: SparkSession, root: str, rfm: DataFrame, dates: list[dt.date
         if flags:  # written by `custseg drift` for these two dates: not computed again
             return {"before": before, "after": after, "flags": flags,
                     "moves": _rows(migration.where(same))}
-    clusters = _table(spark, root, "gold", "customer_clusters")
-    preds = _table(spark, root, "gold", "clv_predictions")
+    clusters = _table(spark, root, "gold", CUSTOMER_CLUSTERS)
+    preds = _table(spark, root, "gold", CLV_PREDICTIONS)
     if preds is not None and predicted is not None:
         preds = preds.where(F.col("horizon_days") == predicted[2])
     moves, checks = drift.compare(rfm, before, after, cfg, clusters, preds)
@@ -259,10 +269,10 @@ def _changes(spark: SparkSession, root: str, rfm: DataFrame, dates: list[dt.date
 
 def _quality(spark: SparkSession, root: str) -> dict:
     out: dict[str, Any] = {}
-    q = _table(spark, root, "silver", "quarantine")
+    q = _table(spark, root, "silver", QUARANTINE)
     if q is not None:
         out["reasons"] = _rows(q.groupBy("reason").count().orderBy(F.desc("count"), "reason"))
-    log = _table(spark, root, "silver", "refine_log")
+    log = _table(spark, root, "silver", REFINE_LOG)
     if log is not None:
         out["batches"] = log.count()
         out["recent"] = _rows(log.orderBy(F.desc("refined_at")).limit(10))
@@ -304,7 +314,7 @@ def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
                 generated=dt.datetime.now().isoformat(sep=" ", timespec="seconds"),
                 root=lakehouse.normalise_root(root))
     page.sections["sales"] = _sales(spark, root, cfg)
-    rfm = _table(spark, root, "gold", "rfm_segments")
+    rfm = _table(spark, root, "gold", RFM_SEGMENTS)
     if rfm is not None:
         dates = drift.as_of_dates(rfm)
         predicted = _predictions(spark, root, cfg)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from custseg.config import FIELDS, Config
 from custseg.errors import InputError
+from custseg.io.catalog import BRONZE, FACT, RFM_SEGMENTS
 from custseg.io.paths import is_uri, table_path
 
 SAMPLE_BYTES = 1 << 16  # csv text checked per file before Spark; Spark checks the rest
@@ -26,13 +27,13 @@ _EXTENSIONS = ((".xlsx", "xlsx"), (".xlsm", "xlsx"), (".csv", "csv"), (".txt", "
                (".parquet", "parquet"))
 # A stage run on its own needs the table an earlier stage writes: (layer, table, message).
 _NEEDS = {
-    "refine": ("bronze", "raw_invoices", "no bronze table; run 'custseg ingest' first"),
-    "report": ("silver", "fct_invoices", "no silver table; run 'custseg refine' first"),
-    "segment": ("silver", "fct_invoices", "no silver table; run 'custseg refine' first"),
-    "clv": ("silver", "fct_invoices", "no silver table; run 'custseg refine' first"),
-    "drift": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
-    "audiences": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
-    "export": ("gold", "rfm_segments", "no segments; run 'custseg segment' first"),
+    "refine": (*BRONZE, "no bronze table; run 'custseg ingest' first"),
+    "report": ("silver", FACT, "no silver table; run 'custseg refine' first"),
+    "segment": ("silver", FACT, "no silver table; run 'custseg refine' first"),
+    "clv": ("silver", FACT, "no silver table; run 'custseg refine' first"),
+    "drift": ("gold", RFM_SEGMENTS, "no segments; run 'custseg segment' first"),
+    "audiences": ("gold", RFM_SEGMENTS, "no segments; run 'custseg segment' first"),
+    "export": ("gold", RFM_SEGMENTS, "no segments; run 'custseg segment' first"),
 }
 
 

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
+from custseg.io.catalog import CLV_PREDICTIONS, CUSTOMER_CLUSTERS, RFM_SEGMENTS
 from custseg.ml.drift import as_of_dates
 from custseg.runtime import memo
 from custseg.runtime.summary import StageSummary
@@ -62,9 +63,9 @@ def _gold(spark: SparkSession, root: str, name: str) -> DataFrame | None:
 
 def segmented_dates(spark: SparkSession, root: str) -> list[dt.date]:
     """The as-of dates in ``gold/rfm_segments``, oldest first."""
-    rfm = _gold(spark, root, "rfm_segments")
+    rfm = _gold(spark, root, RFM_SEGMENTS)
     if rfm is None:
-        raise InputError(f"{lakehouse.table_path(root, 'gold', 'rfm_segments')}: no segments; "
+        raise InputError(f"{lakehouse.table_path(root, 'gold', RFM_SEGMENTS)}: no segments; "
                          "run 'custseg segment' first")
     return as_of_dates(rfm)
 
@@ -86,13 +87,13 @@ def resolve_date(spark: SparkSession, root: str, as_of: str | None) -> dt.date:
 def customers(spark: SparkSession, root: str, as_of: dt.date, cfg: Config) -> DataFrame:
     """Every segmented customer at ``as_of`` with the columns of ``COLUMNS``."""
     day = F.lit(as_of)
-    rfm = _gold(spark, root, "rfm_segments").where(F.col("as_of") == day)  # type: ignore[union-attr]
+    rfm = _gold(spark, root, RFM_SEGMENTS).where(F.col("as_of") == day)  # type: ignore[union-attr]
     out = rfm.select("customer_id", "country", "segment", "value_tier")
-    clusters = _gold(spark, root, "customer_clusters")
+    clusters = _gold(spark, root, CUSTOMER_CLUSTERS)
     if clusters is not None:
         out = out.join(clusters.where(F.col("as_of") == day)
                        .select("customer_id", "cluster", "cluster_name"), "customer_id", "left")
-    value = _gold(spark, root, "clv_predictions")
+    value = _gold(spark, root, CLV_PREDICTIONS)
     if value is not None:  # scored at this date over the configured horizon
         scored = value.where((F.col("as_of") == day)
                              & (F.col("horizon_days") == cfg["clv"]["horizon_days"]))
@@ -128,7 +129,7 @@ def check_filters(spark: SparkSession, root: str, as_of: dt.date, filters: Filte
     """``check_names``, and refuse a cluster that the date does not have."""
     check_names(filters, cfg, where)
     if filters.clusters:
-        table = _gold(spark, root, "customer_clusters")
+        table = _gold(spark, root, CUSTOMER_CLUSTERS)
         # one row per cluster at the date
         found = sorted(r["cluster"] for r in (
             table.where(F.col("as_of") == F.lit(as_of)).select("cluster").distinct().collect()
@@ -210,8 +211,8 @@ def audiences(spark: SparkSession, root: str, cfg: Config, as_of: str | None = N
         return summary
     day = resolve_date(spark, root, as_of)
     key = memo.stage_key(
-        spark, root, [("gold", t) for t in ("rfm_segments", "customer_clusters",
-                                            "clv_predictions")],
+        spark, root, [("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS,
+                                            CLV_PREDICTIONS)],
         as_of=day, audiences=specs, actions=cfg["dashboard"]["actions"],
         horizon_days=cfg["clv"]["horizon_days"], export=cfg["export"])
     done = memo.completed_by(spark, root, "audiences", str(day), key, [AUDIENCES])

@@ -17,7 +17,13 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
-from custseg.io.catalog import CUSTOMER_CLUSTERS, RFM_SEGMENTS, SPEND_MODEL, TIER_MODEL
+from custseg.io.catalog import (
+    CLV_PREDICTIONS,
+    CUSTOMER_CLUSTERS,
+    RFM_SEGMENTS,
+    SPEND_MODEL,
+    TIER_MODEL,
+)
 from custseg.io.preflight import parse_as_of
 from custseg.ml.drift import Check, as_of_dates, compare
 from custseg.runtime import context, memo, registry
@@ -51,7 +57,7 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
     registry.configure(root, cfg)
     key = memo.stage_key(
         spark, root, [("gold", RFM_SEGMENTS), ("gold", CUSTOMER_CLUSTERS),
-                      ("gold", "clv_predictions")],
+                      ("gold", CLV_PREDICTIONS)],
         before=before, after=after, drift=cfg["drift"], horizon_days=cfg["clv"]["horizon_days"],
         champions=[registry.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)])
     done = memo.completed_by(spark, root, "drift", str(after), key,
@@ -99,7 +105,7 @@ def _compare_and_write(spark: SparkSession, root: str, cfg: Config, rfm: DataFra
     clusters_path = lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS)
     clusters = lakehouse.read(spark, clusters_path) if lakehouse.exists(
         spark, clusters_path) else None
-    preds_path = lakehouse.table_path(root, "gold", "clv_predictions")
+    preds_path = lakehouse.table_path(root, "gold", CLV_PREDICTIONS)
     predictions = None
     if lakehouse.exists(spark, preds_path):
         predictions = lakehouse.read(spark, preds_path).where(

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from custseg.config import Config, load_config
 from custseg.errors import InputError
 from custseg.io import lakehouse
-from custseg.io.catalog import DIM_CUSTOMER, DIM_DATETIME, DIM_PRODUCT, FACT
+from custseg.io.catalog import DIM_CUSTOMER, DIM_DATETIME, DIM_PRODUCT, FACT, RFM_SEGMENTS
 from custseg.runtime.summary import StageSummary
 from custseg.transforms.reports import (
     country_activity,
@@ -25,7 +25,7 @@ from custseg.transforms.reports import (
     report_year_invoices,
 )
 
-RFM_PATH = ("gold", "rfm_segments")
+RFM_PATH = ("gold", RFM_SEGMENTS)
 
 
 def _inputs(spark: SparkSession, root: str) -> dict[str, str]:
@@ -36,7 +36,7 @@ def _inputs(spark: SparkSession, root: str) -> dict[str, str]:
             raise InputError(f"{path}: no silver table; run 'custseg refine' first")
     rfm = lakehouse.table_path(root, *RFM_PATH)
     if lakehouse.exists(spark, rfm):
-        silver["rfm_segments"] = rfm
+        silver[RFM_SEGMENTS] = rfm
     return silver
 
 
@@ -46,10 +46,10 @@ def _reports(spark: SparkSession, paths: dict[str, str], cfg: Config, totals: Da
     rep = cfg["report"]
     nature = rep["purchase_nature"]
     fact, products = t[FACT], t[DIM_PRODUCT]
-    customer_inputs = [FACT, DIM_CUSTOMER] + (["rfm_segments"] if "rfm_segments" in t else [])
+    customer_inputs = [FACT, DIM_CUSTOMER] + ([RFM_SEGMENTS] if RFM_SEGMENTS in t else [])
     return {
         "report_customers": (customer_inputs, lambda: report_customers(
-            totals, t[DIM_CUSTOMER], t.get("rfm_segments"))),
+            totals, t[DIM_CUSTOMER], t.get(RFM_SEGMENTS))),
         "report_sales": ([FACT, DIM_PRODUCT, DIM_DATETIME],
                          lambda: report_sales(fact, products, t[DIM_DATETIME])),
         "report_transactions": ([FACT], lambda: report_transactions(totals)),
