@@ -97,6 +97,11 @@ def notebook_run(spark, tmp_path_factory):
     return {"root": str(root), "out": out, "ns": namespaces}
 
 
+# two threads, one task failure allowed: a master no classic test session uses, so a run that
+# reports it read its master from the server
+CONNECT_MASTER = "local[2,1]"
+
+
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory):
     """A local Spark Connect server (loopback, the cached Delta jars, executors on this venv's
@@ -118,7 +123,7 @@ def connect_server(tmp_path_factory):
             "spark.connect.grpc.binding.port": str(port), "spark.sql.shuffle.partitions": "2",
             "spark.ui.enabled": "false", "spark.driver.memory": "2g"}
     cmd = [str(Path(sys.executable).parent / "spark-submit"), "--class",
-           "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
+           "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", CONNECT_MASTER,
            "--jars", ",".join(ensure_delta_jars()),
            *[a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}

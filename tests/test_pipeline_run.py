@@ -22,7 +22,7 @@ from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
 from custseg.io import lakehouse
 from custseg.runtime import context, lock
-from tests.conftest import CLV_FAST
+from tests.conftest import CLV_FAST, CONNECT_MASTER
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,7 @@ def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean
                            "over-connect", "--remote", connect_server, *FAST],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "master local[2]" in done.stdout  # the server's master, read over Connect
+    assert f"master {CONNECT_MASTER}" in done.stdout  # the server's, not the --set local[2]
 
     business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business

@@ -202,6 +202,20 @@ class ArrowStorage:
         return sorted((i.path, i.size, int(i.mtime_ns // 1_000_000)) for i in found)
 
 
+def copy_tree(src: str, dst: str) -> None:
+    """Copy a folder with everything in it, between any two places ``pyarrow.fs`` reaches
+    (local paths or URIs): how a Spark Connect client moves a model the server saved."""
+    from pyarrow import fs
+
+    fs.copy_files(src, dst)
+
+
+def delete_tree(path: str) -> None:
+    """Delete a folder with everything in it (a local path or a URI)."""
+    filesystem, inner = ArrowStorage._fs(path)
+    filesystem.delete_dir(inner)
+
+
 def for_path(path: str, spark: Any = None) -> Storage:
     """The storage that reaches ``path``: local, a classic session's Hadoop FS, or pyarrow."""
     if not is_uri(path):

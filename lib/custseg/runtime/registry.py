@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from custseg.config import Config
 from custseg.errors import ConfigError
-from custseg.io import lakehouse
+from custseg.io import lakehouse, storage
 from custseg.runtime import logs
 from custseg.runtime.session import is_classic
 
@@ -68,19 +68,6 @@ def _staging() -> str:
     return f"{MLFLOW_DFS_TMP.get().rstrip('/')}/custseg-{uuid.uuid4().hex}"
 
 
-def _copy_tree(src: str, dst: str) -> None:
-    from pyarrow import fs
-
-    fs.copy_files(src, dst)
-
-
-def _delete_tree(path: str) -> None:
-    from pyarrow import fs
-
-    filesystem, where = fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
-    filesystem.delete_dir(where)
-
-
 def save_spark_model(model: PipelineModel, path: str) -> None:
     """Save a fitted Spark ML model as an MLflow model folder at local ``path``.
 
@@ -99,9 +86,9 @@ def save_spark_model(model: PipelineModel, path: str) -> None:
     staging = _staging()
     model.save(staging)
     try:
-        _copy_tree(staging, f"{path}/sparkml")
+        storage.copy_tree(staging, f"{path}/sparkml")
     finally:
-        _delete_tree(staging)
+        storage.delete_tree(staging)
     # internal to mlflow.spark (pinned 3.17.x): the MLmodel, conda and pip files save_model writes
     mlflow.spark._save_model_metadata(path, model, Model(), conda_env=None, code_paths=None,
                                       pip_requirements=_requirements())
@@ -119,11 +106,11 @@ def load_spark_model(model_uri: str) -> PipelineModel:
             return mlflow.spark.load_model(model_uri)
     local = mlflow.artifacts.download_artifacts(model_uri)
     staging = _staging()
-    _copy_tree(f"{local}/sparkml", staging)
+    storage.copy_tree(f"{local}/sparkml", staging)
     try:
         return PipelineModel.load(staging)
     finally:
-        _delete_tree(staging)
+        storage.delete_tree(staging)
 
 
 def log_spark_models(models: dict[str, PipelineModel], prefix: str) -> dict[str, str]:
