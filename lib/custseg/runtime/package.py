@@ -6,16 +6,19 @@ import sys
 import zipfile
 from pathlib import Path
 
+SHIPPED = (".py", ".yaml", ".j2", ".css")
+
 
 def build_zip(out_dir: str = "dist") -> Path:
-    """Zip the ``custseg`` package (sources and defaults, no caches) into ``out_dir``."""
+    """Zip the ``custseg`` package (sources, defaults and the dashboard's templates and style
+    sheet, no caches) into ``out_dir``."""
     package = Path(__file__).resolve().parents[1]
     out = Path(out_dir) / "custseg.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".zip.partial")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(package.rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".yaml"):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix in SHIPPED:
                 zf.write(f, Path("custseg") / f.relative_to(package))
     tmp.replace(out)
     return out
