@@ -48,6 +48,13 @@ def test_set_overrides_and_types():
      "segments that 'segment.segments' does not have: Whales"),
     ("dashboard.actions={Whales: call them}", "'dashboard.actions' names segments"),
     ("dashboard.actions={Champions: ''}", "'dashboard.actions' needs a text for Champions"),
+    ("clv.bootstrap.confidence=1", "--set clv.bootstrap.confidence=1: "
+     "'clv.bootstrap.confidence' must be in [0.5, 1), got 1.0"),
+    ("spark.conf={spark.jars: [a, b]}", "'spark.conf.spark.jars' must be a string, number or "
+     "boolean"),
+    ("audiences={lapsed: {segments: [Gone]}}", "'audiences.lapsed': unknown segment 'Gone'"),
+    ("segment.segments=[{name: All, r: [1, 2, 3, 4, 5], f: [1, 2, 3, 4, 6]}]",
+     "'segment.segments[0].f[4]' must be at most 5, got 6"),
 ])
 def test_bad_values_are_one_clear_line(override, fragment):
     with pytest.raises(ConfigError) as err:
@@ -74,6 +81,19 @@ def test_config_file(tmp_path):
         load_config(str(bad))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_an_error_names_the_source_that_gave_the_key(tmp_path):
+    """Sources are checked together (a file may need a --set to be complete), and the message
+    names the last one that gave the key at fault."""
+    conf = tmp_path / "totals.yaml"
+    conf.write_text("input:\n  columns:\n    quantity: null\n    unit_price: null\n")
+    with pytest.raises(ConfigError, match=r"^config file .*totals.yaml: 'input.columns' needs"):
+        load_config(str(conf), ["spark.shuffle_partitions=3"])
+    cfg = load_config(str(conf), ["input.columns.amount=Total"])
+    assert cfg["input"]["columns"]["amount"] == "Total"
+    with pytest.raises(ConfigError, match=r"^--set cluster.k_max=2: 'cluster.k_min' and"):
+        load_config(str(conf), ["input.columns.amount=Total", "cluster.k_max=2"])
 
 
 def test_dashboard_actions_are_replaced_whole():
