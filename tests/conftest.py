@@ -69,6 +69,30 @@ def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict)
 
 
 # The clv stage at its lightest: one origin, two cutoffs, few trees and draws.
+def assert_same_rows(got, want, ignore=(), digits: int = 9) -> None:
+    """The same rows in any order (chispa), leaving out the columns ``ignore`` and comparing
+    floating-point columns to ``digits`` significant digits, so that a sum added up in another
+    order still counts as equal."""
+    from chispa import assert_df_equality
+    from pyspark.sql import functions as F
+
+    def rounded(df):
+        floats = {f.name for f in df.schema.fields
+                  if f.dataType.typeName() in ("double", "float")}
+        return df.select(*[
+            F.when(F.col(c).isNull() | F.isnan(c) | (F.col(c) == 0), F.col(c)).otherwise(
+                F.round(F.col(c) * scale(c)) / scale(c)).alias(c)
+            if c in floats else F.col(c) for c in df.columns])
+
+    def scale(c):
+        return F.pow(F.lit(10.0), F.lit(digits - 1) - F.floor(F.log10(F.abs(c))))
+
+    keep = [c for c in want.columns if c not in ignore]
+    assert_df_equality(rounded(got.select(*keep)), rounded(want.select(*keep)),
+                       ignore_row_order=True, ignore_nullable=True, ignore_metadata=True,
+                       allow_nan_equality=True)
+
+
 CLV_FAST = ["clv.gbt.max_iter=3", "clv.origins=1", "clv.max_snapshots=2",
             "clv.bootstrap.draws=20"]
 NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "cluster.k_max=4",

@@ -4,7 +4,6 @@ with a signal and started again, and the same input run twice."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import signal
@@ -22,7 +21,7 @@ from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
 from custseg.io import lakehouse
 from custseg.runtime import context, lock
-from tests.conftest import CLV_FAST, CONNECT_MASTER
+from tests.conftest import CLV_FAST, CONNECT_MASTER, assert_same_rows
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
 REPO = Path(__file__).resolve().parents[1]
@@ -156,17 +155,24 @@ def _tables(root: str) -> list[str]:
                   if "_delta_log" in dirs)
 
 
-def _content(spark, path: str) -> list[tuple]:
-    df = lakehouse.read(spark, path)
-    cols = sorted(c for c in df.columns if c not in VOLATILE)
+def test_same_rows_allows_order_and_rounding_and_nothing_else(spark):
+    from chispa import DataFramesNotEqualError
 
-    def norm(v):
-        if isinstance(v, float) and math.isfinite(v):
-            return float(f"{v:.9g}")
-        return v
+    want = spark.createDataFrame([(1, 0.1 + 0.2, "a", "r1"), (2, 1e6 / 3, None, "r1")],
+                                 "k int, x double, s string, run_id string")
+    same = spark.createDataFrame([(2, 333333.3333334, None, "r2"), (1, 0.3, "a", "r2")],
+                                 want.schema)
+    assert_same_rows(same, want, ignore={"run_id"})
+    for got in ([(1, 0.3, "a", "r"), (2, 333333.34, None, "r")],  # the 8th digit
+                [(1, 0.3, "a", "r"), (2, 1e6 / 3, "b", "r")],
+                [(1, 0.3, "a", "r")]):
+        with pytest.raises(DataFramesNotEqualError):
+            assert_same_rows(spark.createDataFrame(got, want.schema), want, ignore={"run_id"})
 
-    return sorted((tuple(norm(r[c]) for c in cols) for r in df.select(*cols).collect()),
-                  key=repr)
+
+def _same_table(spark, root: str, other: str, table: str) -> None:
+    assert_same_rows(lakehouse.read(spark, f"{root}/{table}"),
+                     lakehouse.read(spark, f"{other}/{table}"), ignore=VOLATILE)
 
 
 @pytest.fixture(scope="module")
@@ -296,8 +302,7 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business
     for table in business:
-        assert _content(spark, f"{root}/{table}") == _content(
-            spark, f"{clean['root']}/{table}"), table
+        _same_table(spark, root, clean["root"], table)
 
     # the same input again changes nothing: no table gets a new version
     before = {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)}
@@ -328,8 +333,7 @@ def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean
     business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business
     for table in business:
-        assert _content(spark, f"{root}/{table}") == _content(
-            spark, f"{clean['root']}/{table}"), table
+        _same_table(spark, root, clean["root"], table)
 
     registry.configure(root, load_config())
     for name in (SEGMENT_MODEL, SPEND_MODEL, TIER_MODEL):
