@@ -221,3 +221,26 @@ def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):
         listed = [i / parts for i in range(1, parts)]
         expected = df.agg(F.percentile_approx("v", listed, 5000)).first()[0]
         assert df.agg(even_cuts(F.col("v"), parts, 5000)).first()[0] == expected
+
+
+def _gg_bins(p: float, q: float, v: float, n: int = 20_000, seed: int = 3):
+    """Mean repeat spend of simulated Gamma-Gamma customers, binned as the clv stage bins it,
+    and their unbinned mean."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 6, n)
+    nu = rng.gamma(q, 1.0 / v, n)
+    m = np.array([rng.gamma(p, 1.0 / nu_i, k).mean() for nu_i, k in zip(nu, x, strict=True)])
+    df = pd.DataFrame({"repeat_purchases": x, "bin": np.round(np.log(m) * 1000.0)})
+    return df.groupby(["repeat_purchases", "bin"]).size().rename("count").reset_index(), m
+
+
+def test_one_time_buyers_spend_the_model_mean_only_when_its_variance_is_finite():
+    bins, _ = _gg_bins(6.0, 4.0, 15.0)                  # E[spend] = p v / (q - 1) = 30
+    _, population = clv.gammagamma_fit(bins)
+    assert population == pytest.approx(30.0, rel=0.05)
+    bins, m = _gg_bins(6.0, 1.5, 15.0)                  # q <= 2: a tail with no variance
+    fit, population = clv.gammagamma_fit(bins)
+    assert fit.params["q"] < 2.0
+    assert population == pytest.approx(m.mean(), rel=0.002)  # what the customers spent

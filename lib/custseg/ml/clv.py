@@ -76,16 +76,22 @@ def purchase_summary(invoices: DataFrame, dates: DataFrame) -> DataFrame:
         .alias("repeat_spend"))
 
 
-def _gammagamma(bins: pd.DataFrame) -> tuple[btyd.Fit, float]:
-    """Gamma-Gamma on the binned mean repeat spend of one date, and the spend per purchase of
-    a customer with no repeat purchase (the population mean)."""
+def gammagamma_fit(bins: pd.DataFrame) -> tuple[btyd.Fit, float]:
+    """Gamma-Gamma on the binned mean repeat spend of one date (``repeat_purchases``, ``bin``,
+    ``count``), and the spend per purchase of a customer with no repeat purchase.
+
+    That is the model's population mean p v / (q - 1) when q > 2. At or below 2 the fitted
+    spend distribution has no finite variance and its mean rests on the tail alone (on
+    generated data a q of 1.003 put it at 12,600 against an observed 148, and every one-time
+    buyer at the top of the ranking), so the observed mean is used instead.
+    """
     if bins.empty:
         return btyd.Fit("gammagamma", {"p": 1.0, "q": 2.0, "v": 1.0}, 0.0, 0.0, 0, False), 0.0
     m = np.exp(bins["bin"].to_numpy(float) / _SPEND_BINS_PER_LOG_UNIT)
     gg = btyd.fit_gammagamma(bins["repeat_purchases"].to_numpy(float), m,
                              bins["count"].to_numpy(float))
     p, q, v = gg.values()
-    population = (p * v / (q - 1.0) if q > 1.0
+    population = (p * v / (q - 1.0) if q > 2.0
                   else float(np.average(m, weights=bins["count"])))
     return gg, population
 
@@ -109,7 +115,7 @@ def fit_btyd(summary: DataFrame) -> tuple[dict[dt.date, BtydFits], pd.DataFrame]
     for day, at in keys.groupby("as_of"):
         x, t_x, age, n = (at[c].to_numpy(float) for c in (*KEY, "count"))
         purchase = {m: btyd.fit_purchases(m, x, t_x, age, n) for m in btyd.PURCHASE_MODELS}
-        gg, population = _gammagamma(spend[spend["as_of"] == day])
+        gg, population = gammagamma_fit(spend[spend["as_of"] == day])
         fits[day] = BtydFits(purchase["bgnbd"], purchase["paretonbd"], gg, population)
     return fits, keys
 
