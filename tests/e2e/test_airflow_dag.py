@@ -25,7 +25,7 @@ def loaded(tmp_path_factory):
            "CUSTSEG_INPUT": "gs://shop/invoices/latest.parquet",
            "CUSTSEG_LAKEHOUSE": "gs://shop/lakehouse", "CUSTSEG_MASTER": "yarn"}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([str(AIRFLOW_PYTHON), str(REPO / "tests/airflow_dag_check.py"),
+    done = subprocess.run([str(AIRFLOW_PYTHON), str(REPO / "tests/e2e/airflow_dag_check.py"),
                            str(REPO / "dags")], capture_output=True, text=True, env=env,
                           cwd=home)
     assert done.returncode == 0, done.stderr[-3000:]

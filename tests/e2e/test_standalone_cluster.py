@@ -99,7 +99,7 @@ def test_the_workers_python_has_no_custseg():
 
 
 def test_executors_import_custseg_from_the_shipped_zip(cluster, tmp_path):
-    done = _submit(cluster, str(REPO / "tests/cluster_probe.py"), cwd=tmp_path)
+    done = _submit(cluster, str(REPO / "tests/e2e/cluster_probe.py"), cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     seen = json.loads(next(line for line in done.stdout.splitlines()
                            if line.startswith("PROBE "))[6:])

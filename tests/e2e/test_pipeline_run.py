@@ -24,7 +24,7 @@ from custseg.runtime import context, lock
 from tests.conftest import CLV_FAST, CONNECT_MASTER, assert_same_rows
 
 CUSTSEG = str(Path(sys.executable).parent / "custseg")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
         "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
         "--set", "cluster.resamples=2", *[a for s in CLV_FAST for a in ("--set", s)]]

@@ -13,7 +13,7 @@ from custseg.cli import main
 from custseg.io import lakehouse
 from custseg.ml.clusters import adjusted_rand_index
 from custseg.stages.segment import replace_as_of
-from tests.test_insights import _numpy_psi
+from tests.transforms.test_insights import _numpy_psi
 
 D1, D2 = dt.date(2011, 6, 1), dt.date(2011, 9, 1)
 N = 400
