@@ -189,6 +189,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             log(args.stage, note)
         alerts: list[str] = []
         for i, stage in enumerate(stages):
+            context.check_stop()
             partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
             log(stage, f"start ({partitions} shuffle partitions)")
             if is_classic(spark):  # the event logs' stage (bench/event_profile.py)
@@ -282,11 +283,12 @@ def stage_table(summaries: Sequence[StageSummary]) -> list[str]:
 
 _SIGTERM = "stopped by SIGTERM: every table is as of its last commit; run the same command " \
            "again to finish"
-_terminated: list[int] = []
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    _terminated.append(signum)
+    from custseg.runtime import context
+
+    context.request_stop(_SIGTERM)
     raise Terminated(_SIGTERM)
 
 
@@ -408,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.exit_code if type(exc) is not CustsegError else EXIT_BAD_INPUT
         return code
     except Exception as exc:  # a failed stage: one line for the scheduler, the trace for people
-        if _terminated:  # Py4J wraps the signal's exception when it lands in a JVM call
+        from custseg.runtime import context
+
+        if context.stop_requested():  # Py4J wraps the signal's exception in a JVM call
             print(f"custseg {args.stage}: error: {_SIGTERM}", file=sys.stderr, flush=True)
             return EXIT_TERMINATED
         storage = storage_failure(exc, args.lakehouse)

@@ -155,6 +155,24 @@ def _tables(root: str) -> list[str]:
                   if "_delta_log" in dirs)
 
 
+def test_a_stop_request_stops_the_next_commit_even_if_its_signal_was_swallowed(spark, tmp_path):
+    """SIGTERM's exception can be lost inside Py4J (it resends the command it interrupted), so
+    the handler also leaves a request that every Delta write checks before it commits."""
+    from custseg.errors import Terminated
+
+    path = str(tmp_path / "t")
+    df = spark.range(3)
+    context.request_stop("stopped by SIGTERM")
+    try:
+        with pytest.raises(Terminated, match="SIGTERM"):
+            lakehouse.overwrite(df, path)
+        assert not lakehouse.exists(spark, path)
+    finally:
+        context._stop.clear()
+    lakehouse.overwrite(df, path)
+    assert lakehouse.read(spark, path).count() == 3
+
+
 def test_same_rows_allows_order_and_rounding_and_nothing_else(spark):
     from chispa import DataFramesNotEqualError
 

@@ -111,6 +111,7 @@ def _new_tables_without_column_stats(spark: SparkSession) -> Iterator[None]:
 
 
 def _save(writer: DataFrameWriter, df: DataFrame, path: str) -> None:
+    context.check_stop()
     name = "/".join(path.rstrip("/").split("/")[-2:])
     with (described(df.sparkSession, f"custseg write {name}"),
           _new_tables_without_column_stats(df.sparkSession)):

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from custseg.errors import ConfigError
+from custseg.errors import ConfigError, Terminated
 
 COLUMN = "pipeline_run_id"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 
 _current: dict[str, str] = {}
+_stop: list[str] = []
 
 
 def new_run_id() -> str:
@@ -43,6 +44,26 @@ def current() -> str:
     if "id" not in _current:
         _current["id"] = new_run_id()
     return _current["id"]
+
+
+def request_stop(reason: str) -> None:
+    """Remember that the run must stop (SIGTERM), for ``check_stop`` at the next commit.
+
+    A signal handler's exception does not always get out: when it lands while Py4J is
+    sending a command, Py4J takes it for a network error and sends the command again, and
+    the run carries on."""
+    _stop.append(reason)
+
+
+def stop_requested() -> str | None:
+    """Why the run must stop, or None."""
+    return _stop[0] if _stop else None
+
+
+def check_stop() -> None:
+    """Raise ``Terminated`` if a stop was requested: called before each commit and stage."""
+    if _stop:
+        raise Terminated(_stop[0])
 
 
 @contextmanager
