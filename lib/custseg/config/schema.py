@@ -2,8 +2,8 @@
 
 pydantic v2 in strict mode with extra keys forbidden, so a typo is an unknown key and ``"3"`` is
 not an integer. The values live in ``conf/defaults.yaml``; the schema says what a value may be.
-Messages are written for ``loading.config_error``, which turns them into one line naming the
-key: a field's own message starts with what it "must" be, a rule between keys names them all.
+``loading`` turns the first error into one line naming the key and its source: a field's own
+message starts with what it "must" be, a rule between keys names the keys itself.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ SPARK_CHARSETS = {
 
 
 def one_of(*choices: str) -> AfterValidator:
+    """One of ``choices``, named in the message when not."""
     def check(value: str) -> str:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
