@@ -50,17 +50,21 @@ def _write_lock(root: Path, **holder) -> Path:
     return path
 
 
-def test_a_live_holder_keeps_the_lakehouse(tmp_path):
-    with lock.lakehouse_lock(str(tmp_path), "first", "custseg run") as notes:
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "uri"])
+def test_a_live_holder_keeps_the_lakehouse(tmp_path, as_uri):
+    """On a local path and at a URI (there through pyarrow.fs, as on an object store)."""
+    root = f"file://{tmp_path}" if as_uri else str(tmp_path)
+    held = tmp_path / "_custseg" / "run.lock"
+    with lock.lakehouse_lock(root, "first", "custseg run") as notes:
         assert notes == []
         with pytest.raises(LakehouseBusy) as err:
-            with lock.lakehouse_lock(str(tmp_path), "second", "custseg run"):
+            with lock.lakehouse_lock(root, "second", "custseg run"):
                 pass
         message = str(err.value)
         assert "is in use by run first (custseg run, pid" in message
-        assert lock.lock_path(str(tmp_path)) in message
-        assert Path(lock.lock_path(str(tmp_path))).exists()
-    assert not Path(lock.lock_path(str(tmp_path))).exists()
+        assert lock.lock_path(root) in message
+        assert held.exists()
+    assert not held.exists()
 
 
 def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):

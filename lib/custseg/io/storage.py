@@ -1,16 +1,18 @@
 """Files beside the Delta tables (the run lock, the dashboard page, a remote input's listing)
 through one interface, wherever the lakehouse lives.
 
-A local path uses the standard library. A URI goes to the Hadoop FileSystem of a classic Spark
-session, so it sees the connectors and credentials the tables are read with (s3a, gs, abfss,
-dbfs); with no classic session (Spark Connect has no JVM handle) it goes to ``pyarrow.fs``,
-which reaches s3, gs, abfs, hdfs and file URIs with its own credentials.
+A local path uses the standard library. A URI goes to ``pyarrow.fs`` with the same code under a
+classic session and under Spark Connect (no py4j): Hadoop's scheme names are mapped to its own
+(``s3a://`` to S3, ``abfss://`` to Azure, ``dbfs:/`` to the ``/dbfs`` mount), and an S3 endpoint
+or keys set for Spark (``spark.hadoop.fs.s3a.*``) are passed on, so a MinIO or other
+S3-compatible lakehouse is reached with the settings its tables are read with.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,81 +87,54 @@ class LocalStorage:
                       for f in found)
 
 
-class HadoopStorage:
-    """Any Hadoop FileSystem, through a classic session's JVM. The one place custseg touches
-    py4j: Spark Connect sessions have no JVM and use ``ArrowStorage`` instead.
-    ``create(overwrite=false)`` is atomic on HDFS and on stores with conditional writes."""
+_S3A_OPTIONS = {"endpoint_override": "endpoint", "access_key": "access.key",
+                "secret_key": "secret.key", "region": "endpoint.region"}
 
-    def __init__(self, spark: Any) -> None:
-        self.jvm = spark.sparkContext._jvm  # classic only: for_path picks ArrowStorage for Connect
-        self.conf = spark.sparkContext._jsc.hadoopConfiguration()
 
-    def _fs(self, path: str) -> tuple[Any, Any]:
-        jpath = self.jvm.org.apache.hadoop.fs.Path(path)
-        return jpath, jpath.getFileSystem(self.conf)
+def _hadoop_setting(spark: Any, key: str) -> str | None:
+    """A ``spark.hadoop.*`` setting of the session (public ``spark.conf``), None when unset."""
+    if spark is None:
+        return None
+    try:
+        value = spark.conf.get(f"spark.hadoop.{key}", None)
+    except Exception:  # a stopped or unreachable session: pyarrow's own defaults apply
+        return None
+    return value or None
 
-    def exists(self, path: str) -> bool:
-        jpath, fs = self._fs(path)
-        return bool(fs.exists(jpath))
 
-    def read_text(self, path: str) -> str | None:
-        jpath, fs = self._fs(path)
-        if not fs.exists(jpath):
-            return None
-        stream = fs.open(jpath)
-        reader = self.jvm.java.io.BufferedReader(
-            self.jvm.java.io.InputStreamReader(stream, "UTF-8"))
-        lines = []
-        line = reader.readLine()
-        while line is not None:
-            lines.append(line)
-            line = reader.readLine()
-        reader.close()
-        return "\n".join(lines)
+def arrow_fs(path: str, spark: Any = None) -> tuple[Any, str]:
+    """The ``pyarrow.fs`` file system that reaches a URI, and the path inside it."""
+    from pyarrow import fs
 
-    def _put(self, path: str, text: str, overwrite: bool) -> None:
-        jpath, fs = self._fs(path)
-        stream = fs.create(jpath, overwrite)
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
-
-    def create(self, path: str, text: str) -> bool:
-        try:
-            self._put(path, text, False)
-        except Exception as exc:  # FileAlreadyExistsException arrives as a Py4J error
-            if "AlreadyExists" in str(exc) or self.exists(path):
-                return False
-            raise
-        return True
-
-    def write(self, path: str, text: str) -> None:
-        self._put(path, text, True)
-
-    def delete(self, path: str) -> None:
-        jpath, fs = self._fs(path)
-        fs.delete(jpath, False)
-
-    def files(self, path: str) -> list[tuple[str, int, int]]:
-        jpath, fs = self._fs(path)
-        it = fs.listFiles(jpath, True)
-        out = []
-        while it.hasNext():
-            st = it.next()
-            out.append((st.getPath().toString(), st.getLen(), st.getModificationTime()))
-        return sorted(out)
+    scheme, _, rest = path.partition(":")
+    scheme = scheme.lower()
+    if scheme == "dbfs":
+        return fs.LocalFileSystem(), "/dbfs/" + rest.lstrip("/")
+    if scheme in ("s3", "s3a", "s3n"):
+        inner = rest.lstrip("/")
+        options = {name: value for name, key in _S3A_OPTIONS.items()
+                   if (value := _hadoop_setting(spark, f"fs.s3a.{key}"))}
+        if options:
+            return fs.S3FileSystem(**options), inner
+        return fs.FileSystem.from_uri(f"s3://{inner}")
+    return fs.FileSystem.from_uri(path)
 
 
 class ArrowStorage:
-    """Remote files through ``pyarrow.fs`` (s3, gs, abfs, hdfs, file URIs). Its ``create`` is
-    check-then-write: exclusive only where one writer runs at a time."""
+    """Files at a URI through ``pyarrow.fs`` (s3/s3a, gs, abfs/abfss, hdfs, dbfs, file).
 
-    @staticmethod
-    def _fs(path: str) -> tuple[Any, str]:
-        from pyarrow import fs
+    Object stores have no exclusive create here, so ``create`` checks, writes, waits ``settle``
+    seconds and reads the file back: of two runs that both found no file, the one whose text
+    is not there backs off. Two writers can still both win only if one of them takes longer
+    than ``settle`` between its check and its write.
+    """
 
-        return fs.FileSystem.from_uri(path)
+    def __init__(self, spark: Any = None, settle: float = 1.0) -> None:
+        self.spark = spark
+        self.settle = settle
+
+    def _fs(self, path: str) -> tuple[Any, str]:
+        return arrow_fs(path, self.spark)
 
     def exists(self, path: str) -> bool:
         from pyarrow import fs
@@ -178,7 +153,8 @@ class ArrowStorage:
         if self.exists(path):
             return False
         self.write(path, text)
-        return True
+        time.sleep(self.settle)  # bounded: lets a concurrent writer's text land before the check
+        return self.read_text(path) == text
 
     def write(self, path: str, text: str) -> None:
         filesystem, inner = self._fs(path)
@@ -192,6 +168,7 @@ class ArrowStorage:
             filesystem.delete_file(inner)
 
     def files(self, path: str) -> list[tuple[str, int, int]]:
+        """Every file at or below ``path``: (URI as ``path`` spells it, size, mtime in ms)."""
         from pyarrow import fs
 
         filesystem, inner = self._fs(path)
@@ -199,7 +176,9 @@ class ArrowStorage:
         found = [info] if info.type == fs.FileType.File else [
             i for i in filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
             if i.type == fs.FileType.File]
-        return sorted((i.path, i.size, int(i.mtime_ns // 1_000_000)) for i in found)
+        base, cut = path.rstrip("/"), len(inner.rstrip("/"))
+        return sorted((base + i.path[cut:], i.size, int(i.mtime_ns // 1_000_000))
+                      for i in found)
 
 
 def copy_tree(src: str, dst: str) -> None:
@@ -207,22 +186,20 @@ def copy_tree(src: str, dst: str) -> None:
     (local paths or URIs): how a Spark Connect client moves a model the server saved."""
     from pyarrow import fs
 
-    fs.copy_files(src, dst)
+    source, src_inner = arrow_fs(src)
+    target, dst_inner = arrow_fs(dst)
+    fs.copy_files(src_inner, dst_inner, source_filesystem=source, destination_filesystem=target)
 
 
 def delete_tree(path: str) -> None:
     """Delete a folder with everything in it (a local path or a URI)."""
-    filesystem, inner = ArrowStorage._fs(path)
+    filesystem, inner = arrow_fs(path)
     filesystem.delete_dir(inner)
 
 
 def for_path(path: str, spark: Any = None) -> Storage:
-    """The storage that reaches ``path``: local, a classic session's Hadoop FS, or pyarrow."""
-    if not is_uri(path):
-        return LocalStorage()
-    from custseg.runtime.session import is_classic
-
-    return HadoopStorage(spark) if is_classic(spark) else ArrowStorage()
+    """The storage that reaches ``path``: the standard library for a local path, else pyarrow."""
+    return ArrowStorage(spark) if is_uri(path) else LocalStorage()
 
 
 @dataclass
