@@ -22,7 +22,7 @@ import os
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, chain
 
-STAGES = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift",
+STAGES = ("ingest", "refine", "segment", "report", "clv", "audiences", "drift",
           "dashboard")
 
 

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from custseg.stages.audiences import Filters
 
-PIPELINE = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift", "dashboard")
+# report after segment: report_customers carries the segments (catalog.REPORT_INPUTS)
+PIPELINE = ("ingest", "refine", "segment", "report", "clv", "audiences", "drift", "dashboard")
 # Local property on every Spark job of a stage, so event logs and the Spark UI tell stages apart.
 STAGE_PROPERTY = "custseg.stage"
 
@@ -188,7 +189,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for note in notes:
             log(args.stage, note)
         alerts: list[str] = []
-        for i, stage in enumerate(stages):
+        for stage in stages:
             context.check_stop()
             partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
             log(stage, f"start ({partitions} shuffle partitions)")
@@ -197,7 +198,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
             else:  # the server's jobs carry the stage as an operation tag
                 spark.clearTags()
                 spark.addTag(f"custseg-{stage}")
-            summary = _run_stage(stage, spark, args, cfg, later=stages[i + 1:])
+            summary = _run_stage(stage, spark, args, cfg)
             if stage == "drift":
                 alerts += [a for a in summary.alerts if a.startswith("DRIFT")]
             _print_summary(summary)
@@ -226,8 +227,7 @@ def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> i
 
 
 def _run_stage(
-    stage: str, spark: SparkSession, args: argparse.Namespace, cfg: Config,
-    later: Sequence[str] = ()
+    stage: str, spark: SparkSession, args: argparse.Namespace, cfg: Config
 ) -> StageSummary:
     if stage == "ingest":
         from custseg.stages.ingest import ingest
@@ -240,9 +240,7 @@ def _run_stage(
     if stage == "report":
         from custseg.stages.report import report
 
-        # segment rebuilds report_customers with its new RFM segments
-        return report(spark, args.lakehouse, cfg,
-                      deferred=("report_customers",) if "segment" in later else ())
+        return report(spark, args.lakehouse, cfg)
     if stage == "segment":
         from custseg.stages.segment import segment
 

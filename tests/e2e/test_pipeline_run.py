@@ -291,7 +291,7 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
     assert f"[run] run {winner}: custseg" in said
     summary = said[said.index(f"run {winner} summary"):].splitlines()[1:11]
     assert [line.split()[0] for line in summary] == [
-        "stage", "ingest", "refine", "report", "segment", "clv", "audiences", "drift", "dashboard",
+        "stage", "ingest", "refine", "segment", "report", "clv", "audiences", "drift", "dashboard",
         "total"]
 
 

@@ -1,13 +1,19 @@
-"""Stages that already ran on the same inputs and settings: ``ops/stage_runs``.
+"""The one way custseg decides a table is already built: ``materialise``.
 
-A stage records a key (its input table versions and settings) when every table it writes is
-written; a later run with the same key and the outputs still present skips the stage.
+A step names the tables it reads, the settings it uses and the tables it writes. Its key is the
+versions of those inputs and the settings; once every output is written the key is recorded in
+``ops/stage_runs``, and a later step with the same key, whose outputs still exist, is skipped.
+Appends of new data (ingest, refine) are a different thing: they are made exactly once by Delta
+transaction ids on the write itself (``lakehouse.append_once``), not skipped by a key.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -16,34 +22,82 @@ from custseg.io import lakehouse
 from custseg.runtime.context import COLUMN, current
 
 STAGE_RUNS = ("ops", "stage_runs")
+Table = tuple[str, str]
 
 
-def stage_key(spark: SparkSession, root: str, inputs: list[tuple[str, str]], **settings: object
-              ) -> str:
-    """A stage's inputs (table versions) and settings as one JSON string."""
-    versions = {f"{layer}/{name}": lakehouse.version(spark, lakehouse.table_path(root, layer, name))
-                for layer, name in inputs}
-    return json.dumps({"inputs": versions, "settings": settings}, sort_keys=True, default=str)
+@dataclass(frozen=True)
+class Step:
+    """What a build reads, uses and writes; ``scope`` tells its runs apart (an as-of date, a
+    report's name)."""
+
+    stage: str
+    scope: str
+    inputs: Sequence[Table]
+    outputs: Sequence[Table]
+    settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def completed_by(spark: SparkSession, root: str, stage: str, scope: str, key: str,
-                 outputs: list[tuple[str, str]]) -> str | None:
-    """The run that last completed ``stage`` for ``scope`` with this very key while its output
-    tables still exist, or None: then the stage must run."""
+def _key(step: Step, versions: Mapping[Table, int | None]) -> str:
+    used = {f"{layer}/{name}": versions[(layer, name)] for layer, name in step.inputs}
+    return json.dumps({"inputs": used, "settings": dict(step.settings)}, sort_keys=True,
+                      default=str)
+
+
+def _last_runs(spark: SparkSession, root: str, steps: Sequence[Step]
+               ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(stage, scope) -> (key, run id) of the last recorded run of each step: one small read."""
     path = lakehouse.table_path(root, *STAGE_RUNS)
-    if not lakehouse.exists(spark, path) or not all(
-            lakehouse.exists(spark, lakehouse.table_path(root, *o)) for o in outputs):
-        return None
-    last = (lakehouse.read(spark, path).where((F.col("stage") == stage) & (F.col("scope") == scope))
-            .orderBy(F.col("finished_at").desc()).select("key", COLUMN).first())
-    return last[COLUMN] if last is not None and last["key"] == key else None
+    if not lakehouse.exists(spark, path):
+        return {}
+    wanted = F.lit(False)
+    for step in steps:
+        wanted = wanted | ((F.col("stage") == step.stage) & (F.col("scope") == step.scope))
+    last = F.max_by(F.struct("key", COLUMN), "finished_at")
+    rows = (lakehouse.read(spark, path).where(wanted).groupBy("stage", "scope")
+            .agg(last.alias("last")).collect())  # one row per step: a handful
+    return {(r["stage"], r["scope"]): (r["last"]["key"], r["last"][COLUMN]) for r in rows}
 
 
-def record_completion(spark: SparkSession, root: str, stage: str, scope: str, key: str,
-                      seconds: float) -> None:
-    """Append one row to ``ops/stage_runs`` once every table of the stage is written."""
-    row = spark.createDataFrame([(stage, scope, key, float(seconds))],
-                                "stage string, scope string, key string, seconds double")
-    app_id = f"custseg-{stage}-{scope}-{current()}-{secrets.token_hex(4)}"
-    lakehouse.append_once(row.withColumn("finished_at", F.current_timestamp()),
+def materialise_all(spark: SparkSession, root: str,
+                    work: Sequence[tuple[Step, Callable[[str], None]]]) -> list[str | None]:
+    """Build each step whose key differs from its last recorded run (or whose outputs are
+    gone), then record the built ones in one commit.
+
+    ``build`` gets the step's key. Returns, per step, the run id that had already built it with
+    this key, or None when it was built now. A run stopped half way records nothing, so its
+    steps are built again next time (every build replaces what it writes).
+    """
+    inputs = {t for step, _ in work for t in step.inputs}
+    versions = {t: lakehouse.version(spark, lakehouse.table_path(root, *t)) for t in inputs}
+    last = _last_runs(spark, root, [step for step, _ in work])
+    done: list[str | None] = []
+    built: list[tuple[str, str, str, float]] = []
+    for step, build in work:
+        key = _key(step, versions)
+        held = last.get((step.stage, step.scope))
+        present = all(lakehouse.exists(spark, lakehouse.table_path(root, *o))
+                      for o in step.outputs)
+        if held is not None and held[0] == key and present:
+            done.append(held[1])
+            continue
+        start = time.time()
+        build(key)
+        built.append((step.stage, step.scope, key, time.time() - start))
+        done.append(None)
+    if built:
+        _record(spark, root, built)
+    return done
+
+
+def materialise(spark: SparkSession, root: str, step: Step, build: Callable[[str], None]
+                ) -> str | None:
+    """``materialise_all`` for one step: the run that already built it, or None."""
+    return materialise_all(spark, root, [(step, build)])[0]
+
+
+def _record(spark: SparkSession, root: str, rows: list[tuple[str, str, str, float]]) -> None:
+    """Append the completed steps to ``ops/stage_runs`` in one commit."""
+    table = spark.createDataFrame(rows, "stage string, scope string, key string, seconds double")
+    app_id = f"custseg-{rows[0][0]}-{current()}-{secrets.token_hex(4)}"
+    lakehouse.append_once(table.withColumn("finished_at", F.current_timestamp()),
                           lakehouse.table_path(root, *STAGE_RUNS), app_id)

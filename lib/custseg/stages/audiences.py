@@ -210,17 +210,23 @@ def audiences(spark: SparkSession, root: str, cfg: Config, as_of: str | None = N
         summary.notes.append("no audiences configured")
         return summary
     day = resolve_date(spark, root, as_of)
-    key = memo.stage_key(
-        spark, root, [("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS,
-                                            CLV_PREDICTIONS)],
-        as_of=day, audiences=specs, actions=cfg["dashboard"]["actions"],
-        horizon_days=cfg["clv"]["horizon_days"], export=cfg["export"])
-    done = memo.completed_by(spark, root, "audiences", str(day), key, [AUDIENCES])
+    step = memo.Step(
+        "audiences", str(day), outputs=[AUDIENCES],
+        inputs=[("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS, CLV_PREDICTIONS)],
+        settings=dict(as_of=day, audiences=specs, actions=cfg["dashboard"]["actions"],
+                      horizon_days=cfg["clv"]["horizon_days"], export=cfg["export"]))
+    done = memo.materialise(spark, root, step, lambda _key: _build(
+        spark, root, cfg, specs, day, summary))
     if done:
         summary.notes.append(f"as of {day}: same inputs and settings as run {done}; "
                              "nothing written")
-        summary.seconds = time.time() - start
-        return summary
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _build(spark: SparkSession, root: str, cfg: Config, specs: dict, day: dt.date,
+           summary: StageSummary) -> None:
+    """Write the audiences' members for ``day`` (and their files when ``export.dir`` is set)."""
     people = customers(spark, root, day, cfg).persist()
     try:
         chosen = {name: Filters.of(spec) for name, spec in specs.items()}
@@ -249,9 +255,6 @@ def audiences(spark: SparkSession, root: str, cfg: Config, as_of: str | None = N
                 summary.notes.append(f"exported {name}: {rows:,} rows to {wrote}")
     finally:
         people.unpersist()
-    summary.seconds = time.time() - start
-    memo.record_completion(spark, root, "audiences", str(day), key, summary.seconds)
-    return summary
 
 
 def export(spark: SparkSession, root: str, cfg: Config, out: str, as_of: str | None,

@@ -285,26 +285,22 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
              cfg["clv"], backtest)
     _plan_notes(p, data, summary)
     registry.configure(root, cfg)
-    scope = f"{p.as_of} h{h}"
-    key = memo.stage_key(
-        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=p.as_of,
-        horizon_days=h, backtest=backtest, clv=cfg["clv"], windows=cfg["segment"]["windows_days"],
-        use_champion=use_champion,
-        champions=[registry.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)]
-        if use_champion else None)
-    outputs = [("gold", t) for t in (CLV_PREDICTIONS, clv_report.BACKTEST, clv_report.DECILES)]
-    done = memo.completed_by(spark, root, "clv", scope, key, outputs)
+    step = memo.Step(
+        "clv", f"{p.as_of} h{h}", inputs=[("silver", FACT), ("silver", CANCELLATIONS)],
+        outputs=[("gold", t) for t in (CLV_PREDICTIONS, clv_report.BACKTEST, clv_report.DECILES)],
+        settings=dict(as_of=p.as_of, horizon_days=h, backtest=backtest, clv=cfg["clv"],
+                      windows=cfg["segment"]["windows_days"], use_champion=use_champion,
+                      champions=[registry.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)]
+                      if use_champion else None))
+    try:
+        done = memo.materialise(spark, root, step, lambda _key: _run(
+            spark, root, cfg, p, data, backtest, use_champion, summary))
+    finally:
+        data.history.unpersist()
     if done:
         summary.notes.append(f"as of {p.as_of}, horizon {h} days: same inputs and settings as "
                              f"run {done}; nothing written")
-    else:
-        try:
-            _run(spark, root, cfg, p, data, backtest, use_champion, summary)
-        finally:
-            data.history.unpersist()
     summary.seconds = time.time() - start
-    if not done:
-        memo.record_completion(spark, root, "clv", scope, key, summary.seconds)
     return summary
 
 

@@ -55,20 +55,18 @@ def drift(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None
         summary.seconds = time.time() - start
         return summary
     registry.configure(root, cfg)
-    key = memo.stage_key(
-        spark, root, [("gold", RFM_SEGMENTS), ("gold", CUSTOMER_CLUSTERS),
-                      ("gold", CLV_PREDICTIONS)],
-        before=before, after=after, drift=cfg["drift"], horizon_days=cfg["clv"]["horizon_days"],
-        champions=[registry.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)])
-    done = memo.completed_by(spark, root, "drift", str(after), key,
-                                     [("gold", MIGRATION), ("gold", REPORT)])
+    step = memo.Step(
+        "drift", str(after), inputs=[("gold", RFM_SEGMENTS), ("gold", CUSTOMER_CLUSTERS),
+                                     ("gold", CLV_PREDICTIONS)],
+        outputs=[("gold", MIGRATION), ("gold", REPORT)],
+        settings=dict(before=before, after=after, drift=cfg["drift"],
+                      horizon_days=cfg["clv"]["horizon_days"],
+                      champions=[registry.champion_version(n) for n in (SPEND_MODEL, TIER_MODEL)]))
+    done = memo.materialise(spark, root, step, lambda _key: _compare_and_write(
+        spark, root, cfg, rfm, before, after, summary))
     if done:
         _recorded(spark, root, before, after, done, summary)
-    else:
-        _compare_and_write(spark, root, cfg, rfm, before, after, summary)
     summary.seconds = time.time() - start
-    if not done:
-        memo.record_completion(spark, root, "drift", str(after), key, summary.seconds)
     return summary
 
 

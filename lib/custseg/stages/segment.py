@@ -103,9 +103,8 @@ def segment(
     spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     use_champion: bool = False,
 ) -> StageSummary:
-    """Write gold/rfm_segments, gold/customer_clusters and gold/cluster_profiles for a date."""
-    import mlflow
-
+    """Write gold/rfm_segments, gold/customer_clusters and gold/cluster_profiles for a date,
+    then gold/report_customers with those segments."""
     start = time.time()
     summary = StageSummary("segment")
     fact_path = lakehouse.table_path(root, "silver", FACT)
@@ -113,18 +112,32 @@ def segment(
         raise InputError(f"{fact_path}: no silver table; run 'custseg refine' first")
     date = resolve_as_of(spark, root, cfg, as_of)
     registry.configure(root, cfg)
-    key = memo.stage_key(
-        spark, root, [("silver", FACT), ("silver", CANCELLATIONS)], as_of=date,
-        segment=cfg["segment"], cluster=cfg["cluster"], use_champion=use_champion,
-        champion=registry.champion_version(SEGMENT_MODEL) if use_champion else None)
-    outputs = [("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS, CLUSTER_PROFILES,
-                                     "report_customers")]
-    done = memo.completed_by(spark, root, "segment", str(date), key, outputs)
+    step = memo.Step(
+        "segment", str(date), inputs=[("silver", FACT), ("silver", CANCELLATIONS)],
+        outputs=[("gold", t) for t in (RFM_SEGMENTS, CUSTOMER_CLUSTERS, CLUSTER_PROFILES)],
+        settings=dict(as_of=date, segment=cfg["segment"], cluster=cfg["cluster"],
+                      use_champion=use_champion, champion=registry.champion_version(
+                          SEGMENT_MODEL) if use_champion else None))
+    done = memo.materialise(spark, root, step, lambda key: _segment_and_cluster(
+        spark, root, cfg, date, key, use_champion, summary))
     if done:
         summary.notes.append(f"as of {date}: same inputs and settings as run {done}; "
                              "nothing written")
-        summary.seconds = time.time() - start
-        return summary
+    from custseg.stages.report import refresh_customer_report
+
+    refreshed = refresh_customer_report(spark, root)
+    if refreshed is not None:
+        summary.rows_out["gold/report_customers"] = refreshed
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _segment_and_cluster(spark: SparkSession, root: str, cfg: Config, date: dt.date, key: str,
+                         use_champion: bool, summary: StageSummary) -> None:
+    """RFM segments, the cluster model (fitted or reused) and the cluster tables, in one
+    MLflow run."""
+    import mlflow
+
     features, segments, counts = _segments(spark, root, cfg, date, summary)
     cl = cfg["cluster"]
     with mlflow.start_run(run_name=f"segment {date}",
@@ -148,12 +161,6 @@ def segment(
             f"({r['share_customers']:.1%}), {r['share_revenue']:.1%} of revenue, median R "
             f"{r['median_recency_days']:.0f} d, F {r['median_frequency']:.0f}, M "
             f"{r['median_monetary']:,.0f}; mostly {r['dominant_segment']}")
-    from custseg.stages.report import refresh_customer_report
-
-    summary.rows_out["gold/report_customers"] = refresh_customer_report(spark, root)
-    summary.seconds = time.time() - start
-    memo.record_completion(spark, root, "segment", str(date), key, summary.seconds)
-    return summary
 
 
 def _segments(spark: SparkSession, root: str, cfg: Config, date: dt.date,

@@ -1,0 +1,82 @@
+"""materialise: a step is built once per key (its inputs' versions and its settings), built
+again when an input, a setting or an output changes, and recorded only when its build ends."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from custseg.io import lakehouse
+from custseg.runtime import context, memo
+
+
+@pytest.fixture
+def root(spark, tmp_path):
+    base = str(tmp_path)
+    lakehouse.overwrite(spark.range(3), lakehouse.table_path(base, "silver", "a"))
+    lakehouse.overwrite(spark.range(2), lakehouse.table_path(base, "silver", "b"))
+    return base
+
+
+def _step(scope="x", **settings):
+    return memo.Step("t", scope, inputs=[("silver", "a")], outputs=[("gold", scope)],
+                     settings=settings)
+
+
+def _builder(spark, root, calls):
+    def build(key: str) -> None:
+        calls.append(key)
+        lakehouse.overwrite(spark.range(1), lakehouse.table_path(root, "gold", "x"))
+    return build
+
+
+def test_a_step_is_built_again_only_when_its_key_or_output_changes(spark, root):
+    calls: list[str] = []
+    build = _builder(spark, root, calls)
+    with context.active("first"):
+        assert memo.materialise(spark, root, _step(n=1), build) is None
+    with context.active("second"):
+        assert memo.materialise(spark, root, _step(n=1), build) == "first"
+        assert len(calls) == 1
+        assert memo.materialise(spark, root, _step(n=2), build) is None  # a setting
+        assert len(calls) == 2
+        lakehouse.overwrite(spark.range(4), lakehouse.table_path(root, "silver", "a"))
+        assert memo.materialise(spark, root, _step(n=2), build) is None  # an input
+        assert memo.materialise(spark, root, _step(n=2), build) == "second"
+        shutil.rmtree(lakehouse.table_path(root, "gold", "x"))
+        assert memo.materialise(spark, root, _step(n=2), build) is None  # an output gone
+    assert len(calls) == 4
+    # the key names the input's version (0, then 1 after the overwrite) and the setting
+    assert '"silver/a": 0' in calls[0] and '"n": 1' in calls[0]
+    assert '"silver/a": 1' in calls[2] and '"n": 2' in calls[2]
+
+
+def test_steps_built_together_are_recorded_in_one_commit_and_a_failed_one_not_at_all(
+        spark, root):
+    runs = lakehouse.table_path(root, *memo.STAGE_RUNS)
+    built: list[str] = []
+
+    def make(name):
+        def build(_key: str) -> None:
+            built.append(name)
+            lakehouse.overwrite(spark.range(1), lakehouse.table_path(root, "gold", name))
+        return build
+
+    with context.active("both"):
+        done = memo.materialise_all(spark, root, [(_step("p"), make("p")),
+                                                   (_step("q"), make("q"))])
+    assert done == [None, None] and built == ["p", "q"]
+    assert lakehouse.version(spark, runs) == 0
+    assert lakehouse.read(spark, runs).count() == 2
+
+    def fails(_key: str) -> None:
+        raise RuntimeError("killed half way")
+
+    with context.active("broken"), pytest.raises(RuntimeError):
+        memo.materialise_all(spark, root, [(_step("r"), make("r")), (_step("s"), fails)])
+    assert lakehouse.version(spark, runs) == 0  # r was built but its record never written
+    with context.active("after"):
+        done = memo.materialise_all(spark, root, [(_step("p"), make("p")),
+                                                   (_step("r"), make("r"))])
+    assert done == ["both", None] and built == ["p", "q", "r", "r"]
