@@ -1,9 +1,9 @@
 """Delta table locations and the few write patterns every stage uses.
 
-Idempotence comes from Delta itself: appends carry a transaction id (``txnAppId``/``txnVersion``)
-so a repeated write of the same batch is skipped by Delta, and derived tables record the versions
-of their sources in the commit's ``userMetadata`` so an unchanged input is not rewritten.
-Every write stamps its rows and its commit with the pipeline run id.
+Appends are exactly once through Delta itself: they carry a transaction id (``txnAppId``/
+``txnVersion``), so a repeated write of the same batch is skipped by Delta. Whether a derived
+table needs building at all is decided by ``runtime.memo.materialise``. Every write stamps its
+rows and its commit (``userMetadata``) with the pipeline run id.
 """
 
 from __future__ import annotations
@@ -54,20 +54,8 @@ def size_bytes(spark: SparkSession, path: str) -> int | None:
     return int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("sizeInBytes").first()[0])
 
 
-def last_metadata(spark: SparkSession, path: str) -> dict:
-    """The JSON ``userMetadata`` of a table's last commit ({} when absent)."""
-    row = _last_commit(spark, path)
-    if not row or not row["userMetadata"]:
-        return {}
-    try:
-        return json.loads(row["userMetadata"])
-    except ValueError:
-        return {}
-
-
-def _commit_metadata(metadata: dict | None = None) -> str:
-    return json.dumps({**(metadata or {}), context.COLUMN: context.current()},
-                      sort_keys=True)
+def _commit_metadata() -> str:
+    return json.dumps({context.COLUMN: context.current()}, sort_keys=True)
 
 
 @contextmanager
@@ -133,10 +121,10 @@ def append_once(
     _save(writer, df, path)
 
 
-def overwrite(df: DataFrame, path: str, metadata: dict | None = None) -> None:
+def overwrite(df: DataFrame, path: str) -> None:
     """Replace the table's contents in one commit (time travel keeps the old versions)."""
     _save(context.stamp(df).write.format("delta").mode("overwrite")
-          .option("overwriteSchema", "true").option("userMetadata", _commit_metadata(metadata)),
+          .option("overwriteSchema", "true").option("userMetadata", _commit_metadata()),
           df, path)
 
 

@@ -30,6 +30,7 @@ from custseg.io.catalog import (
     QUARANTINE,
     REFINE_LOG,
 )
+from custseg.runtime import memo
 from custseg.runtime.summary import StageSummary
 from custseg.transforms.silver import (
     FACT_SCHEMA,
@@ -146,23 +147,24 @@ def refine_batch(
 
 
 def rebuild_dimensions(spark: SparkSession, root: str, cfg: Config) -> dict[str, int]:
-    """Rebuild the dimensions from the fact when the fact changed since their last build."""
-    fact_path = lakehouse.table_path(root, "silver", FACT)
-    fact_version = lakehouse.version(spark, fact_path)
-    fact = lakehouse.read(spark, fact_path)
+    """Rebuild the dimensions from the fact when the fact (or a dimension's setting) changed
+    since their last build; the row counts of those rebuilt."""
+    fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
+    codes = cfg["refine"]["non_product_codes"]
     builders = {
-        DIM_CUSTOMER: lambda: dim_customer(fact),
-        DIM_PRODUCT: lambda: dim_product(fact, cfg["refine"]["non_product_codes"]),
-        DIM_DATETIME: lambda: dim_datetime(fact),
+        DIM_CUSTOMER: ({}, lambda: dim_customer(fact)),
+        DIM_PRODUCT: ({"non_product_codes": codes}, lambda: dim_product(fact, codes)),
+        DIM_DATETIME: ({}, lambda: dim_datetime(fact)),
     }
-    written = {}
-    for name, build in builders.items():
+    work = []
+    for name, (settings, make) in builders.items():
         path = lakehouse.table_path(root, "silver", name)
-        if lakehouse.last_metadata(spark, path).get("fct_invoices_version") == fact_version:
-            continue
-        lakehouse.overwrite(build(), path, {"fct_invoices_version": fact_version})
-        written[f"silver/{name}"] = lakehouse.read(spark, path).count()
-    return written
+        step = memo.Step("refine", name, inputs=[("silver", FACT)], outputs=[("silver", name)],
+                         settings=settings)
+        work.append((step, lambda _key, make=make, path=path: lakehouse.overwrite(make(), path)))
+    done = memo.materialise_all(spark, root, work)
+    return {f"silver/{name}": lakehouse.read(spark, lakehouse.table_path(root, "silver", name))
+            .count() for name, by in zip(builders, done, strict=True) if by is None}
 
 
 def refine(spark: SparkSession, root: str, cfg: Config) -> StageSummary:

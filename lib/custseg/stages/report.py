@@ -1,4 +1,5 @@
-"""Gold: the reporting tables, rebuilt from silver whenever silver has changed."""
+"""Gold: the reporting tables, each rebuilt when its inputs (catalog.REPORT_INPUTS) or its
+settings change."""
 
 from __future__ import annotations
 
@@ -117,8 +118,8 @@ def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSu
                 spark, lakehouse.table_path(root, "gold", name)).count()
     if all(done):
         summary.notes.append("inputs unchanged since the last report; gold left as it was")
-    elif any(done):
-        summary.notes.append("up to date, left as they were: " + ", ".join(
-            f"gold/{name}" for name, by in zip(REPORT_INPUTS, done, strict=True) if by))
+    for name, by in zip(REPORT_INPUTS, done, strict=True):
+        if by and not all(done):
+            summary.notes.append(f"gold/{name}: up to date (built by run {by}); left as it was")
     summary.seconds = time.time() - start
     return summary
