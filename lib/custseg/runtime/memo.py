@@ -75,9 +75,8 @@ def materialise_all(spark: SparkSession, root: str,
     for step, build in work:
         key = _key(step, versions)
         held = last.get((step.stage, step.scope))
-        present = all(lakehouse.exists(spark, lakehouse.table_path(root, *o))
-                      for o in step.outputs)
-        if held is not None and held[0] == key and present:
+        if held is not None and held[0] == key and all(
+                lakehouse.exists(spark, lakehouse.table_path(root, *o)) for o in step.outputs):
             done.append(held[1])
             continue
         start = time.time()
