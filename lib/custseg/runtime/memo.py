@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg.io import lakehouse
@@ -92,6 +92,21 @@ def materialise(spark: SparkSession, root: str, step: Step, build: Callable[[str
                 ) -> str | None:
     """``materialise_all`` for one step: the run that already built it, or None."""
     return materialise_all(spark, root, [(step, build)])[0]
+
+
+def replace_tables(
+    spark: SparkSession, root: str, stage: str, layer: str,
+    tables: Mapping[str, tuple[Sequence[Table], Mapping[str, object], Callable[[], DataFrame]]],
+) -> dict[str, str | None]:
+    """``materialise_all`` for tables each replaced whole by one DataFrame (the reports, the
+    dimensions): name -> (inputs, settings, build). Returns name -> the run that had already
+    built it, or None when it was built now."""
+    work = []
+    for name, (inputs, settings, make) in tables.items():
+        path = lakehouse.table_path(root, layer, name)
+        step = Step(stage, name, inputs=inputs, outputs=[(layer, name)], settings=settings)
+        work.append((step, lambda _key, make=make, path=path: lakehouse.overwrite(make(), path)))
+    return dict(zip(tables, materialise_all(spark, root, work), strict=True))
 
 
 def _record(spark: SparkSession, root: str, rows: list[tuple[str, str, str, float]]) -> None:

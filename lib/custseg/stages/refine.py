@@ -151,20 +151,14 @@ def rebuild_dimensions(spark: SparkSession, root: str, cfg: Config) -> dict[str,
     since their last build; the row counts of those rebuilt."""
     fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
     codes = cfg["refine"]["non_product_codes"]
-    builders = {
-        DIM_CUSTOMER: ({}, lambda: dim_customer(fact)),
-        DIM_PRODUCT: ({"non_product_codes": codes}, lambda: dim_product(fact, codes)),
-        DIM_DATETIME: ({}, lambda: dim_datetime(fact)),
-    }
-    work = []
-    for name, (settings, make) in builders.items():
-        path = lakehouse.table_path(root, "silver", name)
-        step = memo.Step("refine", name, inputs=[("silver", FACT)], outputs=[("silver", name)],
-                         settings=settings)
-        work.append((step, lambda _key, make=make, path=path: lakehouse.overwrite(make(), path)))
-    done = memo.materialise_all(spark, root, work)
+    source = [("silver", FACT)]
+    done = memo.replace_tables(spark, root, "refine", "silver", {
+        DIM_CUSTOMER: (source, {}, lambda: dim_customer(fact)),
+        DIM_PRODUCT: (source, {"non_product_codes": codes}, lambda: dim_product(fact, codes)),
+        DIM_DATETIME: (source, {}, lambda: dim_datetime(fact)),
+    })
     return {f"silver/{name}": lakehouse.read(spark, lakehouse.table_path(root, "silver", name))
-            .count() for name, by in zip(builders, done, strict=True) if by is None}
+            .count() for name, by in done.items() if by is None}
 
 
 def refine(spark: SparkSession, root: str, cfg: Config) -> StageSummary:

@@ -71,16 +71,12 @@ def _reports(t: dict[str, DataFrame], cfg: Config, totals: DataFrame
     }
 
 
-def _work(root: str, reports: dict[str, tuple[dict[str, object], Callable[[], DataFrame]]]
-          ) -> list[tuple[memo.Step, Callable[[str], None]]]:
-    """One materialise step per report: rebuilt when its inputs or settings change."""
-    work = []
-    for name, (settings, make) in reports.items():
-        path = lakehouse.table_path(root, "gold", name)
-        step = memo.Step("report", name, inputs=REPORT_INPUTS[name], outputs=[("gold", name)],
-                         settings=settings)
-        work.append((step, lambda _key, make=make, path=path: lakehouse.overwrite(make(), path)))
-    return work
+def _replace(spark: SparkSession, root: str,
+             reports: dict[str, tuple[dict[str, object], Callable[[], DataFrame]]]
+             ) -> dict[str, str | None]:
+    """Rebuild each report whose inputs (catalog.REPORT_INPUTS) or settings changed."""
+    return memo.replace_tables(spark, root, "report", "gold", {
+        name: (REPORT_INPUTS[name], settings, make) for name, (settings, make) in reports.items()})
 
 
 def refresh_customer_report(spark: SparkSession, root: str) -> int | None:
@@ -88,9 +84,8 @@ def refresh_customer_report(spark: SparkSession, root: str) -> int | None:
     then, None when it was up to date."""
     t = _inputs(spark, root)
     reports = _reports(t, load_config(), invoice_totals(t[FACT]))
-    done = memo.materialise_all(
-        spark, root, _work(root, {"report_customers": reports["report_customers"]}))
-    if done[0] is not None:
+    done = _replace(spark, root, {"report_customers": reports["report_customers"]})
+    if done["report_customers"] is not None:
         return None
     return lakehouse.read(spark, lakehouse.table_path(root, "gold", "report_customers")).count()
 
@@ -108,18 +103,17 @@ def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSu
     # Read by six reports: cached on first use (not at all when none is rebuilt).
     totals = invoice_totals(t[FACT]).persist()
     try:
-        done = memo.materialise_all(
-            spark, root, _work(root, _reports(t, cfg or load_config(), totals)))
+        done = _replace(spark, root, _reports(t, cfg or load_config(), totals))
     finally:
         totals.unpersist()
-    for name, by in zip(REPORT_INPUTS, done, strict=True):
+    for name, by in done.items():
         if by is None:
             summary.rows_out[f"gold/{name}"] = lakehouse.read(
                 spark, lakehouse.table_path(root, "gold", name)).count()
-    if all(done):
+    if all(done.values()):
         summary.notes.append("inputs unchanged since the last report; gold left as it was")
-    for name, by in zip(REPORT_INPUTS, done, strict=True):
-        if by and not all(done):
-            summary.notes.append(f"gold/{name}: up to date (built by run {by}); left as it was")
+    else:
+        summary.notes += [f"gold/{name}: up to date (built by run {by}); left as it was"
+                          for name, by in done.items() if by]
     summary.seconds = time.time() - start
     return summary
