@@ -109,7 +109,7 @@ def run_pipeline(data: str, root: str, settings: list[str], log: Path) -> dict:
     with open(log, "w") as fh:
         for line in proc.stdout:
             fh.write(line)
-            m = re.search(r"\[(\w+)\] start$", line.strip())
+            m = re.search(r"\[(\w+)\] start\b", line)
             if m and m.group(1) in STAGES:
                 sampler.stage = m.group(1)
             parts = line.split()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ def build_zip(out_dir: str = "dist") -> Path:
     package = Path(__file__).resolve().parents[1]
     out = Path(out_dir) / "custseg.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".zip.partial")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.partial")  # two submits may build at once
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(package.rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix in SHIPPED:

@@ -43,9 +43,27 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
     threads = [InheritableThread(target=runner(i), **remote) for i in range(len(tasks))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # a stop signal in the waiting thread: end the others' jobs too
+        _cancel(active)
+        for thread in threads:
+            thread.join()
+        raise
     for error in errors:
         if error is not None:
             raise error
     return results  # type: ignore[return-value]
+
+
+def _cancel(spark: object) -> None:
+    """Cancel the session's running Spark jobs, so that threads blocked in them return."""
+    from custseg.runtime.session import is_classic
+
+    if spark is None:
+        return
+    if is_classic(spark):
+        spark.sparkContext.cancelAllJobs()  # type: ignore[attr-defined]
+    else:
+        spark.interruptAll()  # type: ignore[attr-defined]

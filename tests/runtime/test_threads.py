@@ -1,0 +1,45 @@
+"""Spark work side by side: results in order, and a stop signal ends every thread's job."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from custseg.runtime import threads
+
+SLEEP_MS = 60_000
+
+
+def test_results_come_back_in_the_order_given(spark):
+    got = threads.run_all([lambda i=i: spark.range(i * 10).count() for i in range(1, 4)])
+    assert got == [10, 20, 30]
+
+
+def test_a_signal_while_waiting_cancels_the_jobs_of_every_thread(spark):
+    """Each thread blocks in a Spark job whose task sleeps a minute; a signal lands in the
+    waiting thread after two seconds. Both jobs are cancelled and the signal's error comes out
+    seconds later, not after the minute."""
+
+    class Stop(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Stop()
+
+    def sleeper():
+        return spark.range(1).selectExpr(
+            f"reflect('java.lang.Thread', 'sleep', cast({SLEEP_MS} as bigint))").collect()
+
+    before = signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
+    try:
+        signal.alarm(2)
+        with pytest.raises(Stop):
+            threads.run_all([sleeper, sleeper])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert time.monotonic() - started < SLEEP_MS / 1000 / 2
+    assert spark.range(5).count() == 5  # the session is still usable
