@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -110,31 +108,16 @@ def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
-    builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(sc, log_file))
+    if log_file and "log4j2.configurationFile" not in str(sc["conf"]):
+        config = Path(__file__).with_name("log4j2-file.properties")
+        options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
+        builder = builder.config("spark.driver.extraJavaOptions", (
+            f'{options} -Dlog4j2.configurationFile={config.as_uri()} '
+            f'"-Dcustseg.log.file={log_file}"').strip())  # quoted: a path may hold spaces
     spark = builder.getOrCreate()
     if is_classic(spark):
         spark.sparkContext.setLogLevel(LOG_LEVEL)  # classic only: Connect has no SparkContext
     return spark
-
-
-# The throughput collector for the driver custseg starts (under local[*] also the executor):
-# on the UCI run G1's concurrent threads took 20 of the JVM's 346 CPU seconds, and the JVM's
-# CPU fell to 292 s with ParallelGC, the same tables written. A GC chosen in
-# spark.conf's spark.driver.extraJavaOptions wins.
-DRIVER_GC = "-XX:+UseParallelGC"
-
-
-def driver_java_options(sc: Mapping[str, Any], log_file: str | None) -> str:
-    """The driver JVM's options: the configured ones, the collector unless one is chosen, and
-    with ``log_file`` the log4j settings that send Spark's log there."""
-    options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
-    if not re.search(r"-XX:\+Use\w+GC\b", options):
-        options = f"{options} {DRIVER_GC}"
-    if log_file and "log4j2.configurationFile" not in str(sc["conf"]):
-        config = Path(__file__).with_name("log4j2-file.properties")
-        options = (f'{options} -Dlog4j2.configurationFile={config.as_uri()} '
-                   f'"-Dcustseg.log.file={log_file}"')  # quoted: a path may hold spaces
-    return options.strip()
 
 
 LOG_LEVEL = "ERROR"  # for the sessions custseg starts; spark-submit's come from log4j2.properties
