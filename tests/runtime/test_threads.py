@@ -14,8 +14,9 @@ SLEEP_MS = 60_000
 
 
 def _workers() -> set[threading.Thread]:
-    """Non-daemon threads: run_all's, not Spark's or Py4J's helpers."""
-    return {t for t in threading.enumerate() if not t.daemon}
+    """Live non-daemon threads: run_all's, not Spark's or Py4J's helpers (a joined thread
+    can still be listed for a moment, stopped)."""
+    return {t for t in threading.enumerate() if not t.daemon and t.is_alive()}
 
 
 def test_results_come_back_in_the_order_given(spark):
@@ -34,7 +35,7 @@ def test_a_signal_while_waiting_cancels_the_jobs_of_every_thread(spark):
     def on_alarm(signum, frame):
         raise Stop()
 
-    def sleeper():
+    def sleeper():  # one row, collected
         return spark.range(1).selectExpr(
             f"reflect('java.lang.Thread', 'sleep', cast({SLEEP_MS} as bigint))").collect()
 
