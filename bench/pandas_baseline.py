@@ -1,6 +1,6 @@
 """The single-process approach custseg replaces: pandas and scikit-learn on one machine.
 
-    python bench/pandas_baseline.py INPUT.parquet
+    python bench/pandas_baseline.py INPUT.parquet|INPUT.xlsx
 
 Cleans the lines, builds RFM and scores, sweeps KMeans k = 2..10 with the silhouette, and fits a
 gradient-boosted spend model on the pre/post split, as the seed notebooks do. Prints one JSON
@@ -32,7 +32,8 @@ def _done(step: str, started: float, **extra: object) -> None:
 def main(path: str) -> None:
     """Run each step in turn and report it."""
     t = time.time()
-    df = pd.read_parquet(path)
+    df = (pd.read_excel(path, engine="calamine") if path.endswith(".xlsx")
+          else pd.read_parquet(path))
     _done("read", t, rows=len(df))
 
     t = time.time()

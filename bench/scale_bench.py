@@ -1,11 +1,12 @@
 """The whole pipeline at growing scales, with per-stage time, rows/s and peak memory, and the
 single-process pandas + scikit-learn approach on the same inputs for comparison.
 
-    .venv/bin/python bench/scale_bench.py [--scales 1x,10x,50x,1m] [--workdir DIR]
+    .venv/bin/python bench/scale_bench.py [--scales uci,1x,10x,50x,1m] [--workdir DIR]
         [--pandas-timeout 900] [--pandas-memory-gb 16] [--pandas-scales 1x,10x]
         [--event-logs] [--out results.md] [--set KEY=VALUE]
 
-``Nx`` is N times the UCI workbook's 541,909 lines of generated data; ``1m`` is one million
+``uci`` is the UCI workbook itself (``$CUSTSEG_DATA_DIR/Online_Retail.xlsx``, default
+``../shared/data``); ``Nx`` is N times its 541,909 lines of generated data; ``1m`` is one million
 customers. Each scale runs ``custseg run`` as its own process on a fresh lakehouse, so the
 figures are what a user gets; a sampler reads the resident memory of the driver's Python process
 and of its JVM (in local mode the driver and the executor share that JVM) twice a second and
@@ -29,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UCI_LINES = 541_909
+UCI_WORKBOOK = Path(os.environ.get("CUSTSEG_DATA_DIR", REPO.parent / "shared" / "data"),
+                    "Online_Retail.xlsx")
 LINES_PER_CUSTOMER = 22.1  # what custseg.generate writes on average (22,091,548 per 1M)
 STAGES = ("ingest", "refine", "report", "segment", "clv", "audiences", "drift",
           "dashboard")
@@ -161,7 +164,7 @@ def run_pandas(data: str, timeout: float, memory_gb: float) -> tuple[list[dict],
 def main() -> None:
     """Run every scale and print (and optionally write) the tables."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scales", default="1x,10x,50x,1m")
+    ap.add_argument("--scales", default="uci,1x,10x,50x,1m")
     ap.add_argument("--workdir", default="/tmp/custseg-scale-bench")
     ap.add_argument("--pandas-timeout", type=float, default=900,
                     help="seconds per scale; 900 is the 15-minute target itself")
@@ -188,16 +191,19 @@ def main() -> None:
     for scale in args.scales.split(","):
         here = work / scale
         here.mkdir()
-        data = str(here / "lines.parquet")
-        t = time.time()
-        gen = subprocess.run([str(BIN / "custseg"), "generate", "--customers",
-                              str(customers_for(scale)), "--out", data, "--seed", "42",
-                              *sum((["--set", s] for s in args.set), [])],
-                             capture_output=True, text=True, check=True)
-        n_lines = int(re.search(r"wrote ([\d,]+) invoice lines", gen.stdout).group(1)
-                      .replace(",", ""))
-        print(f"{scale}: {customers_for(scale):,} customers, {n_lines:,} lines generated in "
-              f"{time.time() - t:.0f} s", flush=True)
+        if scale == "uci":
+            data, n_lines = str(UCI_WORKBOOK), UCI_LINES
+        else:
+            data = str(here / "lines.parquet")
+            t = time.time()
+            gen = subprocess.run([str(BIN / "custseg"), "generate", "--customers",
+                                  str(customers_for(scale)), "--out", data, "--seed", "42",
+                                  *sum((["--set", s] for s in args.set), [])],
+                                 capture_output=True, text=True, check=True)
+            n_lines = int(re.search(r"wrote ([\d,]+) invoice lines", gen.stdout).group(1)
+                          .replace(",", ""))
+            print(f"{scale}: {customers_for(scale):,} customers, {n_lines:,} lines generated "
+                  f"in {time.time() - t:.0f} s", flush=True)
         settings = list(args.set)
         if args.event_logs:
             (here / "events").mkdir()
@@ -210,7 +216,7 @@ def main() -> None:
             if not s:
                 continue
             ratio = data_ratio = ""
-            if previous and stage in previous["table"]:
+            if previous and previous["scale"] != "uci" and stage in previous["table"]:
                 ratio = f"{s['seconds'] / max(previous['table'][stage]['seconds'], 1e-9):.2f}"
                 data_ratio = f"{n_lines / previous['lines']:.2f}"
             spark_rows.append(
@@ -218,7 +224,7 @@ def main() -> None:
                 f"{s['rows'] / max(s['seconds'], 1e-9):,.0f} | {s.get('driver_mb', 0):,.0f} | "
                 f"{s.get('jvm_mb', 0):,.0f} | {ratio} | {data_ratio} |")
         print("\n".join(spark_rows[-len(STAGES) - 1:]), flush=True)
-        previous = {"table": table, "lines": n_lines}
+        previous = {"table": table, "lines": n_lines, "scale": scale}
         if not args.no_pandas and (not args.pandas_scales
                                    or scale in args.pandas_scales.split(",")):
             steps, status, wall = run_pandas(data, args.pandas_timeout,
