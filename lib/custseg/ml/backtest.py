@@ -197,27 +197,49 @@ def _poisson(u: Column) -> Column:
     return sum((u > F.lit(c)).cast("double") for c in _POISSON_CDF)
 
 
-def _sums(weight: Column, models: dict[str, tuple[str, str | None]], ranks: dict[str, _Ranks],
-          actual: str, actual_tier: str) -> list[Column]:
-    """The weighted sums every metric of every model is a ratio of."""
+def _per_customer(bucketed: DataFrame, models: dict[str, tuple[str, str | None]],
+                  ranks: dict[str, _Ranks], actual_tier: str) -> DataFrame:
+    """``bucketed`` plus what the sums read of each customer: the mid-rank of the actual spend
+    (``_fa``) and per model its mid-rank (``_fp_``), its share inside the top decile
+    (``_top_``) and its tier cell (``_cell_``, actual tier x 3 + predicted tier).
+
+    Worked out once per customer rather than once per customer and draw, and each lookup
+    array appears once in the plan instead of in every sum that reads it.
+    """
+    def tier_index(c: str) -> Column:
+        return F.when(F.col(c) == TIERS[0], 0).when(F.col(c) == TIERS[1], 1).when(
+            F.col(c) == TIERS[2], 2)
+
+    cols = [F.element_at(_array(ranks["_actual"].mid_rank), _index("_actual")).alias("_fa")]
+    for name, (_, tier) in models.items():
+        r = ranks[name]
+        cols += [F.element_at(_array(r.mid_rank), _index(name)).alias(f"_fp_{name}"),
+                 F.element_at(_array(r.top), _index(name)).alias(f"_top_{name}")]
+        if tier is not None:
+            cols.append((tier_index(actual_tier) * 3 + tier_index(tier)).alias(f"_cell_{name}"))
+    return bucketed.select("*", *cols)
+
+
+def _sums(weight: Column, models: dict[str, tuple[str, str | None]], actual: str
+          ) -> list[Column]:
+    """The weighted sums every metric of every model is a ratio of (from ``_per_customer``'s
+    columns)."""
     a = F.col(actual).cast("double")
-    fa = F.element_at(_array(ranks["_actual"].mid_rank), _index("_actual"))
+    fa = F.col("_fa")
     out = [F.sum(weight).alias("w"), F.sum(weight * a).alias("wa"),
            F.sum(weight * a * fa).alias("wafa"), F.sum(weight * fa).alias("wfa"),
            F.sum(weight * fa * fa).alias("wfafa")]
     for name, (_, tier) in models.items():
-        r = ranks[name]
-        fp = F.element_at(_array(r.mid_rank), _index(name))
-        top = F.element_at(_array(r.top), _index(name))
+        fp, top = F.col(f"_fp_{name}"), F.col(f"_top_{name}")
         out += [F.sum(weight * a * fp).alias(f"{name}|wafp"),
                 F.sum(weight * a * top).alias(f"{name}|watop"),
                 F.sum(weight * fp).alias(f"{name}|wfp"),
                 F.sum(weight * fp * fp).alias(f"{name}|wfpfp"),
                 F.sum(weight * fp * fa).alias(f"{name}|wfpfa")]
         if tier is not None:
-            for t_a in TIERS:
-                for t_p in TIERS:
-                    hit = (F.col(actual_tier) == t_a) & (F.col(tier) == t_p)
+            for i, t_a in enumerate(TIERS):
+                for j, t_p in enumerate(TIERS):
+                    hit = F.col(f"_cell_{name}") == 3 * i + j
                     out.append(F.sum(F.when(hit, weight).otherwise(0.0))
                                .alias(f"{name}|{t_a}>{t_p}"))
     return out
@@ -295,8 +317,10 @@ def _lorenz_per_draw(weighted: DataFrame, names: list[str], actual: str) -> dict
         for n in names])).alias("_x"))
     cells = stacked.groupBy("_draw", F.col("_x.m").alias("m"), F.col("_x.b").alias("b")).agg(
         F.sum("_x.w").alias("w"), F.sum("_x.wa").alias("wa"))
-    part = Window.partitionBy("_draw", "m")
-    ordered = part.orderBy("b").rowsBetween(Window.unboundedPreceding, -1)
+    # one ordering for both frames, so the cells are sorted once
+    by_bucket = Window.partitionBy("_draw", "m").orderBy("b")
+    part = by_bucket.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    ordered = by_bucket.rowsBetween(Window.unboundedPreceding, -1)
     total_w, total_a = F.sum("w").over(part), F.sum("wa").over(part)
     below = F.coalesce(F.sum("w").over(ordered), F.lit(0.0))
     above_share = (total_w - below - F.col("w")) / total_w
@@ -313,8 +337,8 @@ def _lorenz_per_draw(weighted: DataFrame, names: list[str], actual: str) -> dict
     return {(r["_draw"], r["m"]): (r["gini"], r["top"]) for r in rows}
 
 
-def _draws(df: DataFrame, models: dict[str, tuple[str, str | None]], ranks: dict[str, _Ranks],
-           actual: str, actual_tier: str, boot: Bootstrap, n: int) -> tuple[list[dict], float]:
+def _draws(df: DataFrame, models: dict[str, tuple[str, str | None]], actual: str,
+           boot: Bootstrap, n: int) -> tuple[list[dict], float]:
     """Every draw's weighted sums and re-ranked Lorenz figures (one dict per draw), and the
     spread scale for a sample."""
     data, scale = df, 1.0
@@ -326,7 +350,7 @@ def _draws(df: DataFrame, models: dict[str, tuple[str, str | None]], ranks: dict
                  F.lit(1 << 30)).cast("double") + 0.5) / float(1 << 30))
     weighted = data.select("*", draw).withColumn("_w", _poisson(u))
     rows = {r["_draw"]: r.asDict() for r in weighted.groupBy("_draw")
-            .agg(*_sums(F.col("_w"), models, ranks, actual, actual_tier)).collect()}
+            .agg(*_sums(F.col("_w"), models, actual)).collect()}
     lorenz_rows = _lorenz_per_draw(weighted, [*models, "_actual"], actual)
     for d, row in rows.items():
         for name in [*models, "_actual"]:
@@ -344,8 +368,9 @@ def evaluate(df: DataFrame, models: dict[str, tuple[str, str | None]], boot: Boo
     columns = {name: spend for name, (spend, _) in models.items()}
     ranks, bucketed = _ranks(df, {**columns, "_actual": actual}, actual, buckets)
     errors = _errors(df, models, actual, intervals or {})
-    point = bucketed.agg(*_sums(F.lit(1.0), models, ranks, actual, actual_tier)).first().asDict()
-    rows, scale = (_draws(bucketed, models, ranks, actual, actual_tier, boot, errors["n"])
+    ranked = _per_customer(bucketed, models, ranks, actual_tier)
+    point = ranked.agg(*_sums(F.lit(1.0), models, actual)).first().asDict()
+    rows, scale = (_draws(ranked, models, actual, boot, errors["n"])
                    if boot.draws else ([], 1.0))
     out = {}
     for name, (_, tier) in models.items():
