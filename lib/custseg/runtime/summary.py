@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
+
+# print() writes the text and the newline separately, so lines from threads could interleave
+_PRINTING = threading.Lock()
 
 
 @dataclass
@@ -23,7 +28,9 @@ class StageSummary:
     def step(self, message: str) -> None:
         """Print a step of a long stage as it starts, so a long stage is never silent."""
         now = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
-        print(f"{now} [{self.stage}]   {message}", flush=True)
+        with _PRINTING:
+            sys.stdout.write(f"{now} [{self.stage}]   {message}\n")
+            sys.stdout.flush()
         self._steps.append((time.time(), message))
 
     def lines(self) -> list[str]:
