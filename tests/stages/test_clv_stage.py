@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from custseg.cli import main
 from custseg.config import load_config
+from custseg.errors import InputError
 from custseg.io import lakehouse
 from custseg.io.catalog import CANCELLATIONS, FACT, SPEND_MODEL, TIER_MODEL
 from custseg.ml.clv import examples
@@ -241,3 +242,11 @@ def test_registered_models_pin_the_running_spark_and_mlflow_and_load_whole(lake,
         assert f"mlflow=={mlflow.__version__}" in pins
     model = mlflow.spark.load_model(f"models:/{SPEND_MODEL}/1")
     assert isinstance(model, PipelineModel)
+
+
+def test_a_backtest_with_no_invoices_after_its_origin_is_refused_before_any_fit(spark, lake):
+    """The generated history ends in December 2011: a backtest as of a later day has nothing
+    to judge against, and says so (with the latest date that has a full horizon) at once."""
+    with pytest.raises(InputError, match=r"origin 2012-01-15 is after the last invoice "
+                                         r"\(2011-12-\d\d\).* on or before 2011-1[01]-\d\d"):
+        clv(spark, lake["root"], lake["cfg"], as_of="2012-01-15", backtest=True)

@@ -321,7 +321,9 @@ def _lorenz_per_draw(weighted: DataFrame, names: list[str], actual: str) -> dict
     by_bucket = Window.partitionBy("_draw", "m").orderBy("b")
     part = by_bucket.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     ordered = by_bucket.rowsBetween(Window.unboundedPreceding, -1)
-    total_w, total_a = F.sum("w").over(part), F.sum("wa").over(part)
+    # a draw (or an origin) without spend has no Lorenz curve: null, not a division error
+    total_w = F.nullif(F.sum("w").over(part), F.lit(0.0))
+    total_a = F.nullif(F.sum("wa").over(part), F.lit(0.0))
     below = F.coalesce(F.sum("w").over(ordered), F.lit(0.0))
     above_share = (total_w - below - F.col("w")) / total_w
     share = F.col("w") / total_w

@@ -283,6 +283,14 @@ def clv(spark: SparkSession, root: str, cfg: Config, as_of: str | None = None,
     h = cfg["clv"]["horizon_days"]
     p = plan(data.first_day, resolve_as_of(spark, root, cfg, as_of, section="clv"), h,
              cfg["clv"], backtest)
+    if p.evaluation > data.last_day:
+        data.history.unpersist()
+        latest = data.last_day + dt.timedelta(days=1 - h)
+        raise InputError(
+            f"clv: the evaluation origin {p.evaluation} is after the last invoice "
+            f"({data.last_day}), so no spend after it is known to judge the models against; "
+            f"with --backtest use an --as-of on or before {latest} (a full {h}-day horizon "
+            "of invoices after it), or leave out --backtest")
     _plan_notes(p, data, summary)
     registry.configure(root, cfg)
     step = memo.Step(
