@@ -352,7 +352,7 @@ def _draws(df: DataFrame, models: dict[str, tuple[str, str | None]], actual: str
                  F.lit(1 << 30)).cast("double") + 0.5) / float(1 << 30))
     weighted = data.select("*", draw).withColumn("_w", _poisson(u))
     rows = {r["_draw"]: r.asDict() for r in weighted.groupBy("_draw")
-            .agg(*_sums(F.col("_w"), models, actual)).collect()}
+            .agg(*_sums(F.col("_w"), models, actual)).collect()}  # one row per draw
     lorenz_rows = _lorenz_per_draw(weighted, [*models, "_actual"], actual)
     for d, row in rows.items():
         for name in [*models, "_actual"]:
