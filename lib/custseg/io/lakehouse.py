@@ -31,7 +31,18 @@ def _last_commit(spark: SparkSession, path: str) -> Row | None:
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    """True when a Delta table is at ``path``."""
+    """True when a Delta table is at ``path``.
+
+    In a classic session Delta's own check answers a yes from the table's log, with no Spark
+    job (3 ms a call against 100 to 150 ms for the history query, some fifty times a run). Its
+    no is not trusted: it comes from the log as this session last read it, so a table another
+    process has written since would be missed; the history query reads the log again.
+    """
+    if session.is_classic(spark):
+        from delta.tables import DeltaTable
+
+        if DeltaTable.isDeltaTable(spark, path):
+            return True
     return _last_commit(spark, path) is not None
 
 

@@ -1,0 +1,35 @@
+"""``lakehouse.exists``: Delta's quick check for a yes, the history query for a no."""
+
+from __future__ import annotations
+
+import shutil
+
+from custseg.io import lakehouse
+
+
+def test_exists_answers_as_the_history_query_does(spark, tmp_path):
+    table = str(tmp_path / "table")
+    spark.range(3).write.format("delta").save(table)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "empty_log" / "_delta_log").mkdir(parents=True)
+    spark.range(3).write.parquet(str(tmp_path / "parquet"))
+    cases = {table: True, str(tmp_path / "missing"): False, str(tmp_path / "plain"): False,
+             str(tmp_path / "empty_log"): False, str(tmp_path / "parquet"): False,
+             f"{table}/_delta_log": False, f"file://{table}": True}
+    for path, want in cases.items():
+        assert lakehouse.exists(spark, path) is want, path
+        assert (lakehouse._last_commit(spark, path) is not None) is want, path
+
+
+def test_a_table_another_process_wrote_after_this_session_looked_is_seen(spark, tmp_path):
+    """Delta's check keeps the log as this session last read it: it says no here, and the
+    history query, which reads the log again, says yes."""
+    path = tmp_path / "later"
+    (path / "_delta_log").mkdir(parents=True)
+    assert not lakehouse.exists(spark, str(path))
+    elsewhere = str(tmp_path / "elsewhere")
+    spark.range(4).write.format("delta").save(elsewhere)
+    shutil.rmtree(path)
+    shutil.copytree(elsewhere, path)  # the table appears without this session writing it
+    assert lakehouse.exists(spark, str(path))
+    assert lakehouse.read(spark, str(path)).count() == 4
