@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import f1_score
 
-from custseg.ml.backtest import Bootstrap, evaluate
+from custseg.ml.backtest import Bootstrap, draw_weights, evaluate
 
 N = 600
 TIERS = np.array(["Low", "Mid", "High"])
@@ -86,6 +86,23 @@ def test_bootstrap_intervals_match_a_numpy_bootstrap_that_reranks_every_draw(spa
         # 400 against 2,000 draws: the 5% and 95% points agree to about a tenth of an SD
         assert np.abs(ours - theirs).max() < 0.4 * sd, (name, ours, theirs, sd)
         assert s.draws[name].std() == pytest.approx(sd, rel=0.2)
+
+
+def test_each_draw_ranks_its_own_resample_again(spark, fixture):
+    """Draw b's Gini, top-decile share and macro-F1 are NumPy's on the customers weighted by
+    draw b's Poisson weights (read back from Spark, the zero weights with the rest)."""
+    df, pred, actual = fixture
+    boot = Bootstrap(draws=25, seed=3)
+    s = evaluate(df, {"m": ("p", "p_tier")}, boot)["m"]
+    w = np.zeros((boot.draws, N))
+    for r in draw_weights(df.select("customer_id"), boot).collect():  # 25 x 600 rows
+        w[r["_draw"], r["customer_id"]] = r["_w"]
+    assert (w == 0).mean() == pytest.approx(np.exp(-1.0), abs=0.02)
+    for b in range(boot.draws):
+        gini, _, top, f1 = _metrics(pred, actual, w[b])
+        assert s.draws["normalised_gini"][b] == pytest.approx(gini, abs=1e-9), b
+        assert s.draws["top_decile_share"][b] == pytest.approx(top, abs=1e-9), b
+        assert s.draws["tier_macro_f1"][b] == pytest.approx(f1, abs=1e-9), b
 
 
 def test_draws_on_a_sample_are_scaled_to_the_whole(spark, fixture):

@@ -262,9 +262,12 @@ def _macro_f1(cells: dict[tuple[str, str], float]) -> tuple[float, float]:
 
 
 def _from_sums(s: dict, name: str, tiered: bool) -> dict[str, float]:
-    """One model's rank metrics from one row of weighted sums."""
-    w, wa = s["w"], s["wa"]
+    """One model's rank metrics from one row of weighted sums (NaN from a row of no weight)."""
     nan = float("nan")
+    if not s["w"]:
+        return dict.fromkeys(("normalised_gini", "top_decile_share", "spearman")
+                             + (("tier_accuracy", "tier_macro_f1") if tiered else ()), nan)
+    w, wa = s["w"], s["wa"]
     best = 2.0 * s["wafa"] / wa - 1.0 if wa else nan
     gini = 2.0 * s[f"{name}|wafp"] / wa - 1.0 if wa else nan
     mp, ma = s[f"{name}|wfp"] / w, s["wfa"] / w
@@ -308,13 +311,15 @@ def _lorenz_per_draw(weighted: DataFrame, names: list[str], actual: str) -> dict
     Customers in one bucket share a rank, so only each (draw, model, bucket)'s weight and
     weighted actual spend are needed; a window over the buckets of each (draw, model) gives
     the weight below each bucket. At most draws x models x buckets rows are shuffled and one
-    row per (draw, model) reaches the driver.
+    row per (draw, model) reaches the driver. ``weighted`` may leave out rows of weight 0,
+    which add nothing to any cell; models are numbered, which hashes and sorts faster than
+    their names.
     """
     a = F.col(actual).cast("double")
     stacked = weighted.select("_draw", F.explode(F.array(*[
-        F.struct(F.lit(n).alias("m"), F.col(f"_b_{n}").cast("int").alias("b"),
+        F.struct(F.lit(i).alias("m"), F.col(f"_b_{n}").cast("int").alias("b"),
                  F.col("_w").alias("w"), (F.col("_w") * a).alias("wa"))
-        for n in names])).alias("_x"))
+        for i, n in enumerate(names)])).alias("_x"))
     cells = stacked.groupBy("_draw", F.col("_x.m").alias("m"), F.col("_x.b").alias("b")).agg(
         F.sum("_x.w").alias("w"), F.sum("_x.wa").alias("wa"))
     # one ordering for both frames, so the cells are sorted once
@@ -336,23 +341,35 @@ def _lorenz_per_draw(weighted: DataFrame, names: list[str], actual: str) -> dict
             .agg((2.0 * F.sum(F.col("wa") * F.col("f")) / F.first("ta") - 1.0).alias("gini"),
                  (F.sum(F.col("wa") * F.col("top")) / F.first("ta")).alias("top"))
             .collect())  # one row per draw and model
-    return {(r["_draw"], r["m"]): (r["gini"], r["top"]) for r in rows}
+    return {(r["_draw"], names[r["m"]]): (r["gini"], r["top"]) for r in rows}
+
+
+def draw_weights(df: DataFrame, boot: Bootstrap) -> DataFrame:
+    """``df`` once per draw (``_draw``, 0 .. draws - 1), each row with its Poisson(1) weight
+    ``_w`` from a seeded hash of (customer, draw)."""
+    draw = F.explode(F.sequence(F.lit(0), F.lit(boot.draws - 1))).alias("_draw")
+    u = ((F.pmod(F.xxhash64(F.lit(boot.seed), F.col("customer_id"), F.col("_draw")),
+                 F.lit(1 << 30)).cast("double") + 0.5) / float(1 << 30))
+    return df.select("*", draw).withColumn("_w", _poisson(u))
 
 
 def _draws(df: DataFrame, models: dict[str, tuple[str, str | None]], actual: str,
            boot: Bootstrap, n: int) -> tuple[list[dict], float]:
     """Every draw's weighted sums and re-ranked Lorenz figures (one dict per draw), and the
-    spread scale for a sample."""
+    spread scale for a sample.
+
+    A row of weight 0 (a customer a draw leaves out, about e^-1 of them) adds nothing to a
+    sum or a Lorenz cell, so both passes skip those rows. A draw that leaves out everyone has
+    no statistic (NaN), which the intervals skip.
+    """
     data, scale = df, 1.0
     if n > boot.sample:
         data = customer_sample(df, boot.sample / n, boot.seed)
         scale = math.sqrt(boot.sample / n)
-    draw = F.explode(F.sequence(F.lit(0), F.lit(boot.draws - 1))).alias("_draw")
-    u = ((F.pmod(F.xxhash64(F.lit(boot.seed), F.col("customer_id"), F.col("_draw")),
-                 F.lit(1 << 30)).cast("double") + 0.5) / float(1 << 30))
-    weighted = data.select("*", draw).withColumn("_w", _poisson(u))
-    rows = {r["_draw"]: r.asDict() for r in weighted.groupBy("_draw")
-            .agg(*_sums(F.col("_w"), models, actual)).collect()}  # one row per draw
+    weighted = draw_weights(data, boot).where(F.col("_w") > 0)
+    found = {r["_draw"]: r.asDict() for r in weighted.groupBy("_draw")
+             .agg(*_sums(F.col("_w"), models, actual)).collect()}  # one row per draw
+    rows = {d: found.get(d, {"_draw": d, "w": 0.0}) for d in range(boot.draws)}
     lorenz_rows = _lorenz_per_draw(weighted, [*models, "_actual"], actual)
     for d, row in rows.items():
         for name in [*models, "_actual"]:
