@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ BASE_FEATURES = (
     "bgnbd_gg", "paretonbd_gg", "past_spend_rate",
 )
 BASELINES = ("past_spend_rate", "seed_formula", "bgnbd_gg", "paretonbd_gg")
+EPOCH = dt.date(1970, 1, 1)
 # Mean repeat spend is binned at 0.1% on the log scale for the Gamma-Gamma fit.
 _SPEND_BINS_PER_LOG_UNIT = 1000.0
 
@@ -96,27 +98,35 @@ def gammagamma_fit(bins: pd.DataFrame) -> tuple[btyd.Fit, float]:
     return gg, population
 
 
+def day_number(date: Column) -> Column:
+    """A date as days since 1970-01-01 (``EPOCH``): on the driver an int32, where a date
+    column costs a Python object per row."""
+    return F.datediff(date, F.lit(EPOCH))
+
+
 def fit_btyd(summary: DataFrame) -> tuple[dict[dt.date, BtydFits], pd.DataFrame]:
     """Fit BG/NBD, Pareto/NBD and Gamma-Gamma at each date of ``summary`` on aggregates.
 
-    Returns the fits per date and one row per date and distinct (x, t_x, T) with its customer
-    count, as pandas.
+    Returns the fits per date and one row per date (``day``, see ``day_number``) and distinct
+    (x, t_x, T) with its customer count, as pandas.
     """
     # One row per distinct (x, t_x, T) in days, not per customer: bounded by the history's
-    # length, not the customer count. Sorted so that reruns sum in the same order.
-    keys = (summary.groupBy("as_of", *KEY).count().toPandas()
-            .sort_values(["as_of", *KEY], ignore_index=True))
+    # length, not the customer count; 24 bytes a row. Sorted so that reruns sum in the same
+    # order.
+    keys = (summary.groupBy(day_number(F.col("as_of")).alias("day"), *KEY).count().toPandas()
+            .sort_values(["day", *KEY], ignore_index=True))
     spend = (summary.where((F.col("repeat_purchases") > 0) & (F.col("repeat_spend") > 0))
-             .groupBy("as_of", "repeat_purchases",
+             .groupBy(day_number(F.col("as_of")).alias("day"), "repeat_purchases",
                       F.round(F.log("repeat_spend") * _SPEND_BINS_PER_LOG_UNIT).alias("bin"))
-             .count().toPandas().sort_values(["as_of", "repeat_purchases", "bin"],
+             .count().toPandas().sort_values(["day", "repeat_purchases", "bin"],
                                              ignore_index=True))
     fits = {}
-    for day, at in keys.groupby("as_of"):
+    for day, at in keys.groupby("day"):
         x, t_x, age, n = (at[c].to_numpy(float) for c in (*KEY, "count"))
         purchase = {m: btyd.fit_purchases(m, x, t_x, age, n) for m in btyd.PURCHASE_MODELS}
-        gg, population = gammagamma_fit(spend[spend["as_of"] == day])
-        fits[day] = BtydFits(purchase["bgnbd"], purchase["paretonbd"], gg, population)
+        gg, population = gammagamma_fit(spend[spend["day"] == day])
+        fits[EPOCH + dt.timedelta(days=int(day))] = BtydFits(
+            purchase["bgnbd"], purchase["paretonbd"], gg, population)
     return fits, keys
 
 
@@ -124,33 +134,34 @@ def purchase_table(spark: SparkSession, keys: pd.DataFrame,
                    fits: dict[dt.date, dict[str, btyd.Fit]], horizon_days: int) -> DataFrame:
     """Expected purchases in the horizon and P(alive) per date and distinct (x, t_x, T) under
     each given purchase model (``{model}_purchases``, ``{model}_p_alive``), as a small
-    DataFrame; ``keys`` has ``as_of`` and the key columns, ``fits`` the models per date.
+    DataFrame with ``as_of``; ``keys`` has ``day`` (see ``day_number``) and the key columns,
+    ``fits`` the models per date.
 
-    A model whose dropout the data do not identify gets P(alive) 1, not 1 - noise that trees
-    could split on.
+    Made one date at a time, so that the driver holds one date's table. A model whose dropout
+    the data do not identify gets P(alive) 1, not 1 - noise that trees could split on.
     """
     expected = {"bgnbd": btyd.bgnbd_expected, "paretonbd": btyd.paretonbd_expected}
     alive = {"bgnbd": btyd.bgnbd_p_alive, "paretonbd": btyd.paretonbd_p_alive}
+    models = list(next(iter(fits.values()))) if fits else []
+    values = [f"{m}_{v}" for m in models for v in ("purchases", "p_alive")]
+    schema = ", ".join(["day int"] + [f"{k} int" for k in KEY]
+                       + [f"{c} double" for c in values])
     parts = []
-    for day, at in keys.groupby("as_of"):
+    for day, at in keys.groupby("day"):
         x, t_x, age = (at[c].to_numpy(float) for c in KEY)
-        out = at[["as_of", *KEY]].copy()
+        out = at[["day", *KEY]].copy()
         with np.errstate(all="ignore"):
-            for model, fit in fits[day].items():
+            for model, fit in fits[EPOCH + dt.timedelta(days=int(day))].items():
                 out[f"{model}_purchases"] = expected[model](fit.values(), horizon_days, x, t_x,
                                                             age)
                 out[f"{model}_p_alive"] = (alive[model](fit.values(), x, t_x, age)
                                            if fit.dropout_identified else 1.0)
-        parts.append(out)
-    models = list(next(iter(fits.values()))) if fits else []
-    values = [f"{m}_{v}" for m in models for v in ("purchases", "p_alive")]
-    table = (pd.concat(parts, ignore_index=True) if parts
-             else pd.DataFrame(columns=["as_of", *KEY, *values]))
-    numbers = table[values].astype(float)
-    table[values] = numbers.where(np.isfinite(numbers), 0.0)
-    schema = ", ".join(["as_of date"] + [f"{k} int" for k in KEY]
-                       + [f"{c} double" for c in values])
-    return spark.createDataFrame(table[["as_of", *KEY, *values]], schema)
+        numbers = out[values].astype(float)
+        out[values] = numbers.where(np.isfinite(numbers), 0.0)
+        parts.append(spark.createDataFrame(out[["day", *KEY, *values]], schema))
+    table = (reduce(DataFrame.unionByName, parts) if parts
+             else spark.createDataFrame([], schema))
+    return table.select(F.date_add(F.lit(EPOCH), F.col("day")).alias("as_of"), *KEY, *values)
 
 
 def gg_spend(p: Column, q: Column, v: Column, population: Column) -> Column:

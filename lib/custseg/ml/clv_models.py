@@ -23,8 +23,6 @@ origin).
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassifier
@@ -39,12 +37,12 @@ from pyspark.sql import functions as F
 
 from custseg.config import Config
 from custseg.ml import btyd
-from custseg.ml.clv import KEY, BtydFits, gg_spend, model_features, purchase_table
+from custseg.ml.clv import EPOCH, KEY, BtydFits, gg_spend, model_features, purchase_table
 from custseg.ml.quantiles import even_cuts
 from custseg.runtime.threads import run_all
 
 FAMILIES = ("gbt", "bgnbd_gg", "paretonbd_gg", "past_spend_rate", "blend")
-_ANY_DAY = dt.date(1970, 1, 1)  # fixed parameters: the same at every date
+_ANY_DAY = EPOCH  # fixed parameters: the same at every date
 OUTPUTS = ("predicted_spend", "predicted_spend_p10", "predicted_spend_p90", "predicted_tier")
 INTERVAL_BUCKETS = 20
 
@@ -110,7 +108,7 @@ class BtydSpend(Transformer, HasOutputCol, DefaultParamsReadable, DefaultParamsW
         fit = btyd.Fit(model, dict(zip(names[model], get(self.purchase), strict=True)), 0.0,
                        0.0, 0, True, dropout_identified=get(self.dropout))
         keys = dataset.select(*KEY).distinct().toPandas()  # bounded by the history's days
-        keys["as_of"] = _ANY_DAY
+        keys["day"] = (_ANY_DAY - EPOCH).days
         table = purchase_table(dataset.sparkSession, keys, {_ANY_DAY: {model: fit}},
                                get(self.horizon))
         table = table.select(*KEY, F.col(f"{model}_purchases").alias("_btyd_purchases"))
