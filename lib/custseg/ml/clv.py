@@ -104,6 +104,11 @@ def day_number(date: Column) -> Column:
     return F.datediff(date, F.lit(EPOCH))
 
 
+def date_of(day: int) -> dt.date:
+    """The date of a ``day_number``."""
+    return EPOCH + dt.timedelta(days=int(day))
+
+
 def fit_btyd(summary: DataFrame) -> tuple[dict[dt.date, BtydFits], pd.DataFrame]:
     """Fit BG/NBD, Pareto/NBD and Gamma-Gamma at each date of ``summary`` on aggregates.
 
@@ -125,7 +130,7 @@ def fit_btyd(summary: DataFrame) -> tuple[dict[dt.date, BtydFits], pd.DataFrame]
         x, t_x, age, n = (at[c].to_numpy(float) for c in (*KEY, "count"))
         purchase = {m: btyd.fit_purchases(m, x, t_x, age, n) for m in btyd.PURCHASE_MODELS}
         gg, population = gammagamma_fit(spend[spend["day"] == day])
-        fits[EPOCH + dt.timedelta(days=int(day))] = BtydFits(
+        fits[date_of(day)] = BtydFits(
             purchase["bgnbd"], purchase["paretonbd"], gg, population)
     return fits, keys
 
@@ -151,7 +156,7 @@ def purchase_table(spark: SparkSession, keys: pd.DataFrame,
         x, t_x, age = (at[c].to_numpy(float) for c in KEY)
         out = at[["day", *KEY]].copy()
         with np.errstate(all="ignore"):
-            for model, fit in fits[EPOCH + dt.timedelta(days=int(day))].items():
+            for model, fit in fits[date_of(day)].items():
                 out[f"{model}_purchases"] = expected[model](fit.values(), horizon_days, x, t_x,
                                                             age)
                 out[f"{model}_p_alive"] = (alive[model](fit.values(), x, t_x, age)
