@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from custseg.config import Config, load_config
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 PIPELINE = ("ingest", "refine", "segment", "report", "clv", "audiences", "drift", "dashboard")
 # Local property on every Spark job of a stage, so event logs and the Spark UI tell stages apart.
 STAGE_PROPERTY = "custseg.stage"
+MLFLOW_STAGES = ("segment", "clv", "drift")
 
 
 def log(stage: str, message: str) -> None:
@@ -189,8 +191,14 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for note in notes:
             log(args.stage, note)
         alerts: list[str] = []
+        warm_at = _before_mlflow(stages)
         for stage in stages:
             context.check_stop()
+            if stage == warm_at:
+                from custseg.runtime import registry
+
+                held.callback(registry.finish_warm_up)
+                registry.warm_up(args.lakehouse, cfg)
             partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
             log(stage, f"start ({partitions} shuffle partitions)")
             if is_classic(spark):  # the event logs' stage (bench/event_profile.py)
@@ -208,6 +216,16 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for line in stage_table(summaries):
             print(line, flush=True)
     return alerts
+
+
+def _before_mlflow(stages: Sequence[str]) -> str | None:
+    """The stage during which MLflow is made ready for the first stage that logs to it (see
+    ``registry.warm_up``): the one right before it, which runs in Spark while the driver's
+    Python waits (ingest, which reads workbooks in Python, never is)."""
+    for before, stage in pairwise(stages):
+        if stage in MLFLOW_STAGES:
+            return None if before in ("ingest", *MLFLOW_STAGES) else before
+    return None
 
 
 def _input_bytes(spark: SparkSession, stage: str, args: argparse.Namespace) -> int | None:

@@ -7,6 +7,7 @@ lakehouse; ``mlflow.tracking_uri`` points at a tracking server instead.
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from custseg.config import Config
@@ -23,8 +24,39 @@ CHAMPION = "champion"
 MODEL_PACKAGES = ("mlflow", "numpy", "pandas", "pyspark", "scipy")
 
 
+_warming: list[threading.Thread] = []
+
+
+def warm_up(root: str, cfg: Config) -> None:
+    """Import MLflow and open (on a new lakehouse, create) its store in a background thread,
+    while a stage that does not use MLflow runs: about 4 s on 2 cores that the first stage
+    logging to MLflow would otherwise wait for. ``configure`` and ``finish_warm_up`` wait for
+    it; its errors are left for ``configure`` to raise in the stage."""
+    def run() -> None:
+        try:
+            _configure(root, cfg)
+        except Exception:  # noqa: BLE001 - raised again by the stage's own configure
+            pass
+
+    thread = threading.Thread(target=run, name="custseg-mlflow-warm-up")
+    _warming.append(thread)
+    thread.start()
+
+
+def finish_warm_up() -> None:
+    """Wait for ``warm_up``: a store half made when the process (or its lock) ends would be
+    left broken."""
+    while _warming:
+        _warming.pop().join()
+
+
 def configure(root: str, cfg: Config) -> str:
     """Point MLflow at the configured store and return the experiment id."""
+    finish_warm_up()
+    return _configure(root, cfg)
+
+
+def _configure(root: str, cfg: Config) -> str:
     import mlflow
 
     logs.to_file()
