@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from custseg.io.catalog import (
     RFM_SEGMENTS,
 )
 from custseg.ml import drift
+from custseg.runtime.threads import run_all
 from custseg.transforms import insights
 
 TOP_SHARE = 0.2
@@ -304,27 +306,34 @@ def _audiences(spark: SparkSession, root: str, as_of: dt.date, cfg: Config) -> d
 
 
 def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
-    """Read the gold (and a few silver) tables and aggregate everything the page shows."""
+    """Read the gold (and a few silver) tables and aggregate everything the page shows.
+
+    The sections are independent, each a handful of small queries whose time is mostly fixed
+    cost (planning, Delta's file listing, scheduling) rather than work, so they run side by
+    side."""
     transactions = _table(spark, root, "gold", "report_transactions")
     customers = _table(spark, root, "gold", "report_customers")
     if transactions is None or customers is None:
         raise InputError(f"{lakehouse.normalise_root(root)}: no gold report tables; run "
                          "'custseg report' (or 'custseg run') first")
-    page = Page(kpis=kpis(transactions, customers),
-                generated=dt.datetime.now().isoformat(sep=" ", timespec="seconds"),
-                root=lakehouse.normalise_root(root))
-    page.sections["sales"] = _sales(spark, root, cfg)
+    work: dict[str, Callable[[], Any]] = {"kpis": lambda: kpis(transactions, customers),
+                                          "sales": lambda: _sales(spark, root, cfg)}
     rfm = _table(spark, root, "gold", RFM_SEGMENTS)
     if rfm is not None:
         dates = drift.as_of_dates(rfm)
         predicted = _predictions(spark, root, cfg)
-        page.sections["segments"] = _segments(rfm, dates[-1], predicted)
-        page.sections["clusters"] = _clusters(spark, root, rfm, dates[-1], cfg)
-        page.sections["value"] = _value(spark, root, rfm, cfg, predicted)
+        work["segments"] = lambda: _segments(rfm, dates[-1], predicted)
+        work["clusters"] = lambda: _clusters(spark, root, rfm, dates[-1], cfg)
+        work["value"] = lambda: _value(spark, root, rfm, cfg, predicted)
         if len(dates) >= 2:
-            page.sections["changes"] = _changes(spark, root, rfm, dates, cfg, predicted)
-        page.sections["audiences"] = _audiences(spark, root, dates[-1], cfg)
-    page.sections["quality"] = _quality(spark, root)
+            work["changes"] = lambda: _changes(spark, root, rfm, dates, cfg, predicted)
+        work["audiences"] = lambda: _audiences(spark, root, dates[-1], cfg)
+    work["quality"] = lambda: _quality(spark, root)
+    done = dict(zip(work, run_all(list(work.values())), strict=True))
+    page = Page(kpis=done.pop("kpis"),
+                generated=dt.datetime.now().isoformat(sep=" ", timespec="seconds"),
+                root=lakehouse.normalise_root(root))
+    page.sections.update(done)
     return page
 
 
