@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 from custseg.io import lakehouse
 
@@ -33,3 +34,23 @@ def test_a_table_another_process_wrote_after_this_session_looked_is_seen(spark, 
     shutil.copytree(elsewhere, path)  # the table appears without this session writing it
     assert lakehouse.exists(spark, str(path))
     assert lakehouse.read(spark, str(path)).count() == 4
+
+
+def test_column_stats_stay_off_until_the_last_of_overlapping_writes_ends(spark, tmp_path):
+    """A write that ends while another is still running must not turn the stats default back
+    on under it; the user's default comes back when the last one ends."""
+    inside, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with lakehouse._new_tables_without_column_stats(spark):
+            inside.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(60)
+    with lakehouse._new_tables_without_column_stats(spark):
+        release.set()
+        thread.join(60)  # the first write has ended; this one has not
+        assert spark.conf.get(lakehouse.STATS_DEFAULT, None) == "0"
+    assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None

@@ -4,6 +4,7 @@ again when an input, a setting or an output changes, and recorded only when its 
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_steps_built_together_are_recorded_in_one_commit_and_a_failed_one_not_at
     with context.active("both"):
         done = memo.materialise_all(spark, root, [(_step("p"), make("p")),
                                                    (_step("q"), make("q"))])
-    assert done == [None, None] and built == ["p", "q"]
+    assert done == [None, None] and sorted(built) == ["p", "q"]  # built side by side
     assert lakehouse.version(spark, runs) == 0
     assert lakehouse.read(spark, runs).count() == 2
 
@@ -79,4 +80,35 @@ def test_steps_built_together_are_recorded_in_one_commit_and_a_failed_one_not_at
     with context.active("after"):
         done = memo.materialise_all(spark, root, [(_step("p"), make("p")),
                                                    (_step("r"), make("r"))])
-    assert done == ["both", None] and built == ["p", "q", "r", "r"]
+    assert done == ["both", None] and sorted(built) == ["p", "q", "r", "r"]
+
+
+def test_steps_are_built_side_by_side_and_their_new_tables_skip_column_stats(spark, root):
+    """Each build waits for the other at a barrier: one after the other, the first would
+    wait alone and time out."""
+    meet = threading.Barrier(2, timeout=120)
+
+    def make(name):
+        def build(_key: str) -> None:
+            meet.wait()
+            lakehouse.overwrite(spark.range(4), lakehouse.table_path(root, "gold", name))
+        return build
+
+    with context.active("together"):
+        done = memo.materialise_all(spark, root, [(_step("u"), make("u")),
+                                                   (_step("v"), make("v"))])
+    assert done == [None, None]
+    for name in ("u", "v"):
+        stats = _file_stats(lakehouse.table_path(root, "gold", name))
+        assert sum(s["numRecords"] for s in stats) == 4
+        assert not any(s.get("minValues") for s in stats), name
+    assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None
+
+
+def _file_stats(path):
+    import json
+    from pathlib import Path
+
+    return [json.loads(add["stats"]) for log in sorted(Path(path, "_delta_log").glob("*.json"))
+            for line in log.read_text().splitlines()
+            if (add := json.loads(line).get("add")) and add.get("stats")]

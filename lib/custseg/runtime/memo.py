@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from custseg.io import lakehouse
 from custseg.runtime.context import COLUMN, current
+from custseg.runtime.threads import run_all
 
 STAGE_RUNS = ("ops", "stage_runs")
 Table = tuple[str, str]
@@ -61,7 +62,8 @@ def _last_runs(spark: SparkSession, root: str, steps: Sequence[Step]
 def materialise_all(spark: SparkSession, root: str,
                     work: Sequence[tuple[Step, Callable[[str], None]]]) -> list[str | None]:
     """Build each step whose key differs from its last recorded run (or whose outputs are
-    gone), then record the built ones in one commit.
+    gone), then record the built ones in one commit. The builds run side by side: each is a
+    few small Spark jobs and a Delta commit, mostly fixed cost rather than work.
 
     ``build`` gets the step's key. Returns, per step, the run id that had already built it with
     this key, or None when it was built now. A run stopped half way records nothing, so its
@@ -71,7 +73,7 @@ def materialise_all(spark: SparkSession, root: str,
     versions = {t: lakehouse.version(spark, lakehouse.table_path(root, *t)) for t in inputs}
     last = _last_runs(spark, root, [step for step, _ in work])
     done: list[str | None] = []
-    built: list[tuple[str, str, str, float]] = []
+    todo: list[tuple[Step, Callable[[str], None], str]] = []
     for step, build in work:
         key = _key(step, versions)
         held = last.get((step.stage, step.scope))
@@ -79,10 +81,16 @@ def materialise_all(spark: SparkSession, root: str,
                 lakehouse.exists(spark, lakehouse.table_path(root, *o)) for o in step.outputs):
             done.append(held[1])
             continue
+        todo.append((step, build, key))
+        done.append(None)
+
+    def timed(step: Step, build: Callable[[str], None], key: str
+              ) -> tuple[str, str, str, float]:
         start = time.time()
         build(key)
-        built.append((step.stage, step.scope, key, time.time() - start))
-        done.append(None)
+        return step.stage, step.scope, key, time.time() - start
+
+    built = run_all([lambda s=s, b=b, k=k: timed(s, b, k) for s, b, k in todo])
     if built:
         _record(spark, root, built)
     return done
