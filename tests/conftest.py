@@ -68,7 +68,19 @@ def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict)
     return root
 
 
-# The clv stage at its lightest: one origin, two cutoffs, few trees and draws.
+def delta_file_stats(path: str) -> list[dict]:
+    """The per-file statistics (row counts, min/max) in a Delta table's log, read as JSON."""
+    import json
+
+    stats = []
+    for log in sorted(Path(path, "_delta_log").glob("*.json")):
+        for line in log.read_text().splitlines():
+            add = json.loads(line).get("add")
+            if add and add.get("stats"):
+                stats.append(json.loads(add["stats"]))
+    return stats
+
+
 def assert_same_rows(got, want, ignore=(), digits: int = 9) -> None:
     """The same rows in any order (chispa), leaving out the columns ``ignore`` and comparing
     floating-point columns to ``digits`` significant digits, so that a sum added up in another
@@ -93,6 +105,7 @@ def assert_same_rows(got, want, ignore=(), digits: int = 9) -> None:
                        allow_nan_equality=True)
 
 
+# The clv stage at its lightest: one origin, two cutoffs, few trees and draws.
 CLV_FAST = ["clv.gbt.max_iter=3", "clv.origins=1", "clv.max_snapshots=2",
             "clv.bootstrap.draws=20"]
 NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "cluster.k_max=4",

@@ -10,6 +10,7 @@ import pytest
 
 from custseg.io import lakehouse
 from custseg.runtime import context, memo
+from tests.conftest import delta_file_stats
 
 
 @pytest.fixture
@@ -99,16 +100,8 @@ def test_steps_are_built_side_by_side_and_their_new_tables_skip_column_stats(spa
                                                    (_step("v"), make("v"))])
     assert done == [None, None]
     for name in ("u", "v"):
-        stats = _file_stats(lakehouse.table_path(root, "gold", name))
+        stats = delta_file_stats(lakehouse.table_path(root, "gold", name))
         assert sum(s["numRecords"] for s in stats) == 4
         assert not any(s.get("minValues") for s in stats), name
     assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None
 
-
-def _file_stats(path):
-    import json
-    from pathlib import Path
-
-    return [json.loads(add["stats"]) for log in sorted(Path(path, "_delta_log").glob("*.json"))
-            for line in log.read_text().splitlines()
-            if (add := json.loads(line).get("add")) and add.get("stats")]

@@ -13,7 +13,7 @@ from custseg.io import lakehouse
 from custseg.stages.ingest import ingest
 from custseg.stages.refine import ensure_fact_table, refine
 from custseg.transforms import silver
-from tests.conftest import write_csv
+from tests.conftest import delta_file_stats, write_csv
 
 BATCH1 = [
     "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
@@ -337,24 +337,11 @@ def test_report_rebuilds_only_what_a_setting_changes(spark, reported):
     assert classes == {"personal": 0, "bulk": 5, "reseller": 1000}
 
 
-def _file_stats(path):
-    import json
-    from pathlib import Path
-
-    stats = []
-    for log in sorted(Path(path, "_delta_log").glob("*.json")):
-        for line in log.read_text().splitlines():
-            add = json.loads(line).get("add")
-            if add and add.get("stats"):
-                stats.append(json.loads(add["stats"]))
-    return stats
-
-
 def test_bronze_keeps_row_counts_and_the_fact_min_max_only_on_its_filter_columns(
         spark, refined):
     bronze = lakehouse.table_path(refined["root"], "bronze", "raw_invoices")
     fact = lakehouse.table_path(refined["root"], "silver", "fct_invoices")
-    bronze_stats, fact_stats = _file_stats(bronze), _file_stats(fact)
+    bronze_stats, fact_stats = delta_file_stats(bronze), delta_file_stats(fact)
 
     def scanned(path):  # a sum, not count(): Delta may answer count() from these very stats
         return lakehouse.read(spark, path).agg(F.sum(F.lit(1))).first()[0]
