@@ -20,6 +20,19 @@ TEST_SETTINGS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def class_archive_dir(tmp_path_factory):
+    """The session's own folder of driver class archives (never the user's): the first
+    ``custseg run`` the tests start records one and the later custseg JVMs map it."""
+    folder = tmp_path_factory.mktemp("cds")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CUSTSEG_CDS_DIR", str(folder))
+    yield folder
+    mp.undo()
+    for archive in folder.iterdir():  # some 200 MB each: not kept with pytest's old folders
+        archive.unlink()
+
+
 @pytest.fixture(scope="session")
 def cfg() -> dict:
     return load_config(overrides=TEST_SETTINGS)

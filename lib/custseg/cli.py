@@ -180,7 +180,7 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         log_file = None if args.verbose else logs.log_file(args.lakehouse, run_id)
         if log_file:
             logs.route(log_file)
-        spark = build_spark(cfg, log_file)
+        spark = build_spark(cfg, log_file, record_classes=args.stage == "run")
         if not is_classic(spark):  # a Connect client's threads would keep the process alive
             held.callback(spark.stop)
         if remote:
@@ -216,6 +216,16 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         for line in stage_table(summaries):
             print(line, flush=True)
     return alerts
+
+
+def _finish_class_archive(stage: str) -> None:
+    """After the first successful run on a machine: the JVM's classes for the next ones."""
+    from custseg.runtime import class_archive
+
+    started = time.time()
+    if path := class_archive.finish_recording():
+        log(stage, f"recorded the driver JVM's classes for later runs in "
+                   f"{time.time() - started:.1f} s: {path}")
 
 
 def _before_mlflow(stages: Sequence[str]) -> str | None:
@@ -413,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             export_filters(args, cfg)
         preflight.check(stages, args.lakehouse, args.input, getattr(args, "as_of", None), cfg)
         alerts = run_stages(stages, args, cfg)
+        if args.stage == "run":
+            _finish_class_archive(args.stage)
         if alerts and getattr(args, "fail_on_drift", False):
             checks = "; ".join(a.removeprefix("DRIFT ") for a in alerts)
             print(f"custseg {args.stage}: drift beyond thresholds: {checks}", file=sys.stderr,

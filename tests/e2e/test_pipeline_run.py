@@ -295,7 +295,8 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
         "total"]
 
 
-def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path):
+def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path,
+                                                             class_archive_dir):
     root = str(tmp_path / "killed")
     lock_file = lock.lock_path(root)
     # a scheduler's timeout: SIGTERM to the run, mid-refine
@@ -328,11 +329,23 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
 
     # the same input again changes nothing: no table gets a new version
     before = {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)}
-    again = _start(sample, root, "again")
+    loads = tmp_path / "class-load.log"
+    again = _start(sample, root, "again", "--set", "spark.conf={spark.driver.extraJavaOptions: "
+                   f"'-Xlog:class+load=info:file={loads}'}}")
     said = again.communicate()[0]
     assert again.returncode == 0, said[-3000:]
     assert "already ingested" in said and said.count("nothing written") == 3
     assert {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)} == before
+
+    # the clean run recorded the driver's classes; this JVM mapped them (the JVM's own log)
+    winner = next(r for r, c in clean["codes"].items() if c == 0)
+    assert "recorded the driver JVM's classes" in clean["out"][winner]
+    assert "recorded the driver JVM's classes" not in said
+    archives = list(class_archive_dir.iterdir())
+    assert len(archives) == 1 and archives[0].suffix == ".jsa", archives
+    loaded = loads.read_text()
+    assert re.search(r" org\.apache\.spark\.SparkContext source: shared objects file \(top\)",
+                     loaded), loaded[-2000:]
 
 
 def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean, connect_server,

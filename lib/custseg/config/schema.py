@@ -105,6 +105,7 @@ class Spark(Section):
     shuffle_partitions: AtLeast1
     adaptive_partitions: bool
     ui_enabled: bool
+    class_archive: bool
     conf: dict[str, Annotated[Any, AfterValidator(_scalar)]]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from custseg.config import Config
+from custseg.runtime import class_archive
 from custseg.runtime.jars import ensure_delta_jars
 
 DELTA_CONF = {
@@ -70,14 +71,17 @@ def _connect(url: str, sc: dict) -> SparkSession:
     return spark
 
 
-def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
+def build_spark(cfg: Config, log_file: str | None = None,
+                record_classes: bool = False) -> SparkSession:
     """A SparkSession with Delta enabled.
 
     With a Spark Connect URL (``spark.remote`` or ``SPARK_REMOTE``) the session is a Connect
     client of that server. Under spark-submit (or in a notebook with a session already running)
     the master, jars and Delta settings come from the launcher and are left alone. A plain
     ``python`` or ``custseg`` launch starts its own JVM with the configured master and the
-    cached Delta jars; with ``log_file`` its log goes there instead of the console.
+    cached Delta jars; with ``log_file`` its log goes there instead of the console. That JVM
+    maps the class archive of an earlier run (``spark.class_archive``), or records one when
+    ``record_classes`` and there is none (see ``class_archive``).
     """
     sc = cfg["spark"]
     if url := remote_url(cfg):
@@ -108,12 +112,20 @@ def build_spark(cfg: Config, log_file: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
+    user_options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
+    options = [user_options]
     if log_file and "log4j2.configurationFile" not in str(sc["conf"]):
         config = Path(__file__).with_name("log4j2-file.properties")
-        options = str(sc["conf"].get("spark.driver.extraJavaOptions", ""))
-        builder = builder.config("spark.driver.extraJavaOptions", (
-            f'{options} -Dlog4j2.configurationFile={config.as_uri()} '
-            f'"-Dcustseg.log.file={log_file}"').strip())  # quoted: a path may hold spaces
+        options += [f"-Dlog4j2.configurationFile={config.as_uri()}",
+                    f'"-Dcustseg.log.file={log_file}"']  # quoted: a path may hold spaces
+    if sc["class_archive"]:
+        from pyspark import SparkContext
+
+        first_jvm = SparkContext._gateway is None  # else getOrCreate launches no JVM
+        options.append(class_archive.java_options(jars, user_options,
+                                                  record_classes and first_jvm))
+    if joined := " ".join(o for o in options if o):
+        builder = builder.config("spark.driver.extraJavaOptions", joined)
     spark = builder.getOrCreate()
     if is_classic(spark):
         spark.sparkContext.setLogLevel(LOG_LEVEL)  # classic only: Connect has no SparkContext

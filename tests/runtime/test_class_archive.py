@@ -1,0 +1,50 @@
+"""The driver JVM's class archive: which one a JVM maps, when one is recorded, what is swept.
+That a run records one and the next maps it is in tests/e2e/test_pipeline_run.py."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from custseg.runtime import class_archive
+
+
+def test_an_archive_belongs_to_its_jars(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUSTSEG_CDS_DIR", str(tmp_path / "cds"))
+    jar = tmp_path / "extra.jar"
+    jar.write_bytes(b"one")
+    first = class_archive.archive_path([str(jar)])
+    assert first.parent == tmp_path / "cds"
+    assert class_archive.archive_path([str(jar)]) == first
+    jar.write_bytes(b"other")  # a jar replaced by another version: another archive
+    assert class_archive.archive_path([str(jar)]) not in (first, None)
+    assert class_archive.archive_path([]) != first
+
+
+def test_mapped_when_there_recorded_only_when_asked_and_never_over_the_users(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("CUSTSEG_CDS_DIR", str(tmp_path))
+    monkeypatch.setattr(class_archive, "_pending", None)
+    final = class_archive.archive_path([])
+    assert class_archive.java_options([], "", record=False) == ""
+    recording = class_archive.java_options([], "-Xmx1g", record=True)
+    assert f'"-XX:ArchiveClassesAtExit={final}.{os.getpid()}.partial"' in recording
+    assert class_archive._pending.final == final
+    final.write_bytes(b"archive")
+    mapped = class_archive.java_options([], "", record=True)
+    assert f'"-XX:SharedArchiveFile={final}"' in mapped
+    assert "ArchiveClassesAtExit" not in mapped
+    for own in ("-Xshare:off", "-XX:SharedArchiveFile=/mine.jsa", "-XX:ArchiveClassesAtExit=x"):
+        assert class_archive.java_options([], own, record=True) == ""
+
+
+def test_halves_left_by_failed_runs_are_swept_and_recent_ones_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUSTSEG_CDS_DIR", str(tmp_path))
+    monkeypatch.setattr(class_archive, "_pending", None)
+    old, recent = tmp_path / "driver-a.jsa.1.partial", tmp_path / "driver-a.jsa.2.partial"
+    for f in (old, recent):
+        f.write_bytes(b"half")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    class_archive.java_options([], "", record=True)
+    assert not old.exists() and recent.exists()
