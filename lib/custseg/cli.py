@@ -215,6 +215,8 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         log(args.stage, f"run {run_id} summary")
         for line in stage_table(summaries):
             print(line, flush=True)
+    if args.stage == "run":
+        _finish_class_archive(args.stage)
     return alerts
 
 
@@ -423,8 +425,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             export_filters(args, cfg)
         preflight.check(stages, args.lakehouse, args.input, getattr(args, "as_of", None), cfg)
         alerts = run_stages(stages, args, cfg)
-        if args.stage == "run":
-            _finish_class_archive(args.stage)
         if alerts and getattr(args, "fail_on_drift", False):
             checks = "; ".join(a.removeprefix("DRIFT ") for a in alerts)
             print(f"custseg {args.stage}: drift beyond thresholds: {checks}", file=sys.stderr,

@@ -108,7 +108,8 @@ def _sweep(folder: Path) -> None:
 def finish_recording(timeout: float = 300) -> Path | None:
     """When this process's JVM records an archive: stop Spark, end the JVM, which writes the
     archive as it exits, and give the archive its final name. Returns that name, or None when
-    nothing was recorded. Only a run that succeeded calls this; a failed run's half is swept."""
+    nothing was recorded. Only a run that succeeded calls this, as its process's last Spark
+    work (the JVM is gone after it); a failed run's half is swept."""
     global _pending
     from pyspark import SparkContext
 
@@ -123,7 +124,6 @@ def finish_recording(timeout: float = 300) -> Path | None:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:  # left running; its half is swept later
         return None
-    SparkContext._gateway = SparkContext._jvm = None
     if code == 0 and recording.partial.exists() and recording.partial.stat().st_size > 0:
         os.replace(recording.partial, recording.final)
         return recording.final

@@ -121,9 +121,9 @@ def build_spark(cfg: Config, log_file: str | None = None,
     if sc["class_archive"]:
         from pyspark import SparkContext
 
-        first_jvm = SparkContext._gateway is None  # else getOrCreate launches no JVM
+        jvm_running = SparkContext._gateway is not None  # getOrCreate launches none then
         options.append(class_archive.java_options(jars, user_options,
-                                                  record_classes and first_jvm))
+                                                  record_classes and not jvm_running))
     if joined := " ".join(o for o in options if o):
         builder = builder.config("spark.driver.extraJavaOptions", joined)
     spark = builder.getOrCreate()
