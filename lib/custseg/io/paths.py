@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
 
@@ -11,6 +12,11 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/")
 def is_uri(path: str) -> bool:
     """True for a URI with a scheme (s3a://, gs://, dbfs:/), False for a local path."""
     return bool(_SCHEME.match(path))
+
+
+def user_cache(name: str) -> Path:
+    """``~/.cache/custseg/<name>``: what custseg keeps on this machine between runs."""
+    return Path.home() / ".cache" / "custseg" / name
 
 
 def normalise_root(lakehouse: str) -> str:

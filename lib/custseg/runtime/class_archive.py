@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from custseg.io.paths import user_cache
+
 # the JVM's own notes on the archive (a jar it skips, an archive it cannot use) would reach
 # the console; a missing or mismatched archive costs speed only
 QUIET = "-Xlog:cds*=off"
@@ -36,7 +38,7 @@ _STALE_SECONDS = 600
 def archive_dir() -> Path:
     """``$CUSTSEG_CDS_DIR`` or ``~/.cache/custseg/cds``."""
     env = os.environ.get("CUSTSEG_CDS_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "custseg" / "cds"
+    return Path(env) if env else user_cache("cds")
 
 
 def _java() -> str | None:

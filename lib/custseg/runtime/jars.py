@@ -16,6 +16,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from custseg.io.paths import user_cache
+
 SCALA_VERSION = "2.13"
 _MARKER = "RESOLVED"
 _JAR_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d[\w.]*)(?:-[\w.-]+)?\.jar$")
@@ -35,7 +37,7 @@ def default_jars_dir() -> Path:
     if env:
         return Path(env)
     name = delta_package().replace(":", "_")
-    return Path.home() / ".cache" / "custseg" / "jars" / name
+    return user_cache("jars") / name
 
 
 def _artifact(jar_name: str) -> str | None:

@@ -20,9 +20,9 @@ def log_file(lakehouse_root: str, run_id: str) -> str:
     """``<lakehouse>/_custseg/logs/<run id>.log`` for a local lakehouse; for a remote one, or
     a local one that cannot be written (the stage then says why), the same name under
     ``~/.cache/custseg/logs`` (the JVM writes its log to a local file)."""
-    from custseg.io.paths import is_uri, normalise_root
+    from custseg.io.paths import is_uri, normalise_root, user_cache
 
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "custseg", "logs")
+    cache = str(user_cache("logs"))
     folder = cache if is_uri(lakehouse_root) else os.path.join(
         normalise_root(lakehouse_root), "_custseg", "logs")
     try:
