@@ -33,6 +33,8 @@ JARS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.jars)"
 SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"
 export SPARK_HOME
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
+# the driver's classes from the archive `custseg run` recorded, when the driver runs here
+CDS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.class_archive "$JARS" "${ARGS[@]}")"
 
 exec "$SPARK_HOME/bin/spark-submit" \
   --master "$MASTER" \
@@ -42,5 +44,5 @@ exec "$SPARK_HOME/bin/spark-submit" \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --conf spark.sql.session.timeZone=UTC \
   --conf spark.ui.showConsoleProgress=false \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties $CDS" \
   "${ARGS[@]}"

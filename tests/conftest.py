@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,50 @@ CLV_FAST = ["clv.gbt.max_iter=3", "clv.origins=1", "clv.max_snapshots=2",
             "clv.bootstrap.draws=20"]
 NOTEBOOK_SETTINGS = ";".join(["spark.shuffle_partitions=2", "cluster.k_max=4",
                               "cluster.resamples=2", *CLV_FAST])
+
+
+CUSTSEG = str(Path(sys.executable).parent / "custseg")
+# a whole `custseg run` at its lightest, as the end-to-end tests start it
+RUN_FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
+            "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
+            "--set", "cluster.resamples=2", *[a for s in CLV_FAST for a in ("--set", s)]]
+
+
+def start_run(sample: str, root: str, run_id: str, *extra: str) -> subprocess.Popen:
+    """``custseg run`` of ``sample`` into ``root`` as a process of its own (its own group, so
+    that a test can kill it whole), stdout and stderr together."""
+    return subprocess.Popen(
+        [CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id", run_id, *RUN_FAST,
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def run_sample(tmp_path_factory) -> str:
+    """800 generated customers, the input of the end-to-end runs."""
+    out = str(tmp_path_factory.mktemp("runs") / "sample.parquet")
+    subprocess.run([CUSTSEG, "generate", "--customers", "800", "--out", out, "--seed", "23",
+                    *RUN_FAST], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clean_run(run_sample, tmp_path_factory) -> dict:
+    """Two runs started at once on one lakehouse: the one that gets the lock is the clean run.
+    It is the session's first ``custseg run``, so it records the driver class archive that the
+    JVMs started after it map (spark-submit.sh's among them)."""
+    base = tmp_path_factory.mktemp("clean")
+    root = str(base / "lh")
+    events = {rid: base / f"events-{rid}" for rid in ("both-a", "both-b")}
+    procs = {}
+    for rid, folder in events.items():
+        folder.mkdir()
+        procs[rid] = start_run(run_sample, root, rid, "--set", "spark.conf={spark.eventLog."
+                               f"enabled: true, spark.eventLog.compress: false, "
+                               f"spark.eventLog.dir: 'file://{folder}'}}")
+    out = {rid: p.communicate()[0] for rid, p in procs.items()}
+    codes = {rid: p.returncode for rid, p in procs.items()}
+    return dict(root=root, out=out, codes=codes, events=events)
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from custseg.io import lakehouse
-from tests.conftest import REPO
+from tests.conftest import CUSTSEG, REPO
 
-CUSTSEG = str(Path(sys.executable).parent / "custseg")
 SMALL = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
          "--set", "spark.driver_memory=2g"]
 
@@ -56,23 +54,33 @@ def test_ingest_killed_midway_then_rerun_equals_clean_run(spark, sample, tmp_pat
     assert _bronze_rows(spark, killed_root) == _bronze_rows(spark, clean_root)
 
 
-def test_spark_submit_runs_stage_jobs_from_the_shipped_zip(spark, tmp_path):
+def test_spark_submit_runs_stage_jobs_from_the_shipped_zip(spark, tmp_path, clean_run,
+                                                          class_archive_dir):
     """As the Airflow DAG runs them: one spark-submit per stage, one run id for all. The whole
-    pipeline through spark-submit.sh runs on the standalone cluster (test_standalone_cluster.py)."""
+    pipeline through spark-submit.sh runs on the standalone cluster (test_standalone_cluster.py).
+    Each job's driver maps the class archive that the clean ``custseg run`` recorded, as the
+    driver's own class-load log shows."""
+    assert [p.suffix for p in class_archive_dir.iterdir()] == [".jsa"], "no archive recorded"
     sample = str(tmp_path / "sample.parquet")
     subprocess.run([CUSTSEG, "generate", "--customers", "300", "--out", sample, "--seed", "13",
                     *SMALL], check=True, capture_output=True)
     root = str(tmp_path / "lh")
     said = ""
     for job, extra in (("ingest", ["--input", sample]), ("refine", [])):
+        loads = f"-Xlog:class+load=info:file={tmp_path}/class-load-{job}-%p"  # %p: each JVM's
         result = subprocess.run(
             [str(REPO / "spark-submit.sh"), "--master", "local[2]", str(REPO / f"jobs/{job}.py"),
              *extra, "--lakehouse", root, "--run-id", "submitted",
              "--set", "spark.shuffle_partitions=2"],
-            capture_output=True, text=True, cwd=tmp_path)
+            capture_output=True, text=True, cwd=tmp_path,
+            env={**os.environ, "JAVA_TOOL_OPTIONS": loads})
         assert result.returncode == 0, (job, result.stderr[-3000:])
         assert "custseg.zip/custseg/__init__.py" in result.stdout
         said += result.stdout
+        mapped = [f for f in tmp_path.glob(f"class-load-{job}-*") if re.search(
+            r" org\.apache\.spark\.SparkContext source: shared objects file \(top\)",
+            f.read_text())]
+        assert len(mapped) == 1, f"the {job} driver did not map the archive"
     assert "[refine]   batch" in said and "reconciles" in said
     bronze = lakehouse.read(spark, lakehouse.table_path(root, "bronze", "raw_invoices"))
     assert bronze.count() == spark.read.parquet(sample).count()

@@ -21,13 +21,9 @@ from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
 from custseg.io import lakehouse
 from custseg.runtime import context, lock
-from tests.conftest import CLV_FAST, CONNECT_MASTER, assert_same_rows
+from tests.conftest import CONNECT_MASTER, CUSTSEG, RUN_FAST, assert_same_rows, start_run
 
-CUSTSEG = str(Path(sys.executable).parent / "custseg")
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
-        "--set", "spark.driver_memory=2g", "--set", "cluster.k_max=3",
-        "--set", "cluster.resamples=2", *[a for s in CLV_FAST for a in ("--set", s)]]
 # lineage that differs between any two runs by design; everything else must be equal
 VOLATILE = {"pipeline_run_id", "run_id", "ingested_at", "refined_at"}
 
@@ -121,21 +117,6 @@ def test_a_holder_on_another_host_is_never_taken(tmp_path):
 
 # ---- whole runs, as processes -------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("runs") / "sample.parquet")
-    subprocess.run([CUSTSEG, "generate", "--customers", "800", "--out", out, "--seed", "23",
-                    *FAST], check=True, capture_output=True)
-    return out
-
-
-def _start(sample: str, root: str, run_id: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id", run_id, *FAST,
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
 def _read_until(proc: subprocess.Popen, marker: str) -> str:
     seen = []
     for line in proc.stdout:
@@ -197,31 +178,14 @@ def _same_table(spark, root: str, other: str, table: str) -> None:
                      lakehouse.read(spark, f"{other}/{table}"), ignore=VOLATILE)
 
 
-@pytest.fixture(scope="module")
-def clean(sample, tmp_path_factory):
-    """Two runs started at once on one lakehouse: the one that gets the lock is the clean run."""
-    base = tmp_path_factory.mktemp("clean")
-    root = str(base / "lh")
-    events = {rid: base / f"events-{rid}" for rid in ("both-a", "both-b")}
-    procs = {}
-    for rid, folder in events.items():
-        folder.mkdir()
-        procs[rid] = _start(sample, root, rid, "--set", "spark.conf={spark.eventLog.enabled: "
-                            f"true, spark.eventLog.compress: false, spark.eventLog.dir: "
-                            f"'file://{folder}'}}")
-    out = {rid: p.communicate()[0] for rid, p in procs.items()}
-    codes = {rid: p.returncode for rid, p in procs.items()}
-    return dict(root=root, out=out, codes=codes, events=events)
-
-
-def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean):
-    assert sorted(clean["codes"].values()) == [0, 4], clean["out"]
-    winner = next(r for r, c in clean["codes"].items() if c == 0)
-    loser = next(r for r, c in clean["codes"].items() if c == 4)
-    said = clean["out"][loser]
-    assert f"custseg run: error: lakehouse {clean['root']} is in use by run {winner}" in said
+def test_two_runs_at_once_one_proceeds_the_other_stops_clearly(clean_run):
+    assert sorted(clean_run["codes"].values()) == [0, 4], clean_run["out"]
+    winner = next(r for r, c in clean_run["codes"].items() if c == 0)
+    loser = next(r for r, c in clean_run["codes"].items() if c == 4)
+    said = clean_run["out"][loser]
+    assert f"custseg run: error: lakehouse {clean_run['root']} is in use by run {winner}" in said
     assert "[ingest] start" not in said
-    assert not os.path.exists(lock.lock_path(clean["root"]))
+    assert not os.path.exists(lock.lock_path(clean_run["root"]))
 
 
 # the JVM itself prints this at start-up, before any logging is configured
@@ -229,24 +193,24 @@ JVM_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector"
 STAGE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[a-z]+\] |^  \S")
 
 
-def test_the_console_holds_the_stage_lines_and_the_log_file_the_rest(clean):
-    winner = next(r for r, c in clean["codes"].items() if c == 0)
-    other = [line for line in clean["out"][winner].splitlines()
+def test_the_console_holds_the_stage_lines_and_the_log_file_the_rest(clean_run):
+    winner = next(r for r, c in clean_run["codes"].items() if c == 0)
+    other = [line for line in clean_run["out"][winner].splitlines()
              if line and line != JVM_NOTICE and not STAGE_LINE.match(line)]
     assert other == []
-    log = Path(clean["root"], "_custseg", "logs", f"{winner}.log").read_text()
+    log = Path(clean_run["root"], "_custseg", "logs", f"{winner}.log").read_text()
     assert "Creating initial MLflow database tables" in log  # MLflow's INFO, on a new store
     assert "NativeCodeLoader" in log  # a Spark WARN from the JVM
 
 
-def test_event_logs_tell_stages_and_writes_apart(clean):
+def test_event_logs_tell_stages_and_writes_apart(clean_run):
     """Every Spark job carries its custseg stage, every Delta write names its table, and
     bench/event_profile.py reads both back from the winner's event log."""
-    winner = next(r for r, c in clean["codes"].items() if c == 0)
-    loser = next(r for r, c in clean["codes"].items() if c == 4)
-    assert not any(clean["events"][loser].iterdir())  # the loser never started Spark
+    winner = next(r for r, c in clean_run["codes"].items() if c == 0)
+    loser = next(r for r, c in clean_run["codes"].items() if c == 4)
+    assert not any(clean_run["events"][loser].iterdir())  # the loser never started Spark
     got = subprocess.run([sys.executable, str(REPO / "bench/event_profile.py"),
-                          str(clean["events"][winner]), "--top", "100000"],
+                          str(clean_run["events"][winner]), "--top", "100000"],
                          capture_output=True, text=True, check=True).stdout
     by_stage = got.splitlines()[0]
     assert by_stage.startswith("Spark wall seconds by custseg stage")
@@ -264,30 +228,30 @@ def test_event_logs_tell_stages_and_writes_apart(clean):
     assert ("report", "gold/report_sales") in writes
 
 
-def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
+def test_every_table_and_mlflow_run_records_the_run_id(spark, clean_run):
     from mlflow import MlflowClient
 
     from custseg.config import load_config
     from custseg.runtime import registry
 
-    winner = next(r for r, c in clean["codes"].items() if c == 0)
-    tables = _tables(clean["root"])
+    winner = next(r for r, c in clean_run["codes"].items() if c == 0)
+    tables = _tables(clean_run["root"])
     assert {"bronze/raw_invoices", "silver/fct_invoices", "silver/quarantine",
             "gold/rfm_segments", "gold/clv_predictions", "ops/stage_runs"} <= set(tables)
     for table in tables:
-        path = f"{clean['root']}/{table}"
+        path = f"{clean_run['root']}/{table}"
         ids = {r[0] for r in lakehouse.read(spark, path).select(context.COLUMN)
                .distinct().collect()}
         assert ids == {winner}, table
         metadata = [json.loads(r[0]) for r in DeltaTable.forPath(spark, path).history()
                     .select("userMetadata").collect() if r[0]]
         assert metadata and all(m[context.COLUMN] == winner for m in metadata), table
-    registry.configure(clean["root"], load_config())
+    registry.configure(clean_run["root"], load_config())
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("custseg").experiment_id])
     assert {r.data.tags["custseg.stage"] for r in runs} == {"segment", "clv"}
     assert {r.data.tags[f"custseg.{context.COLUMN}"] for r in runs} == {winner}
-    said = clean["out"][winner]
+    said = clean_run["out"][winner]
     assert f"[run] run {winner}: custseg" in said
     summary = said[said.index(f"run {winner} summary"):].splitlines()[1:11]
     assert [line.split()[0] for line in summary] == [
@@ -295,12 +259,12 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean):
         "total"]
 
 
-def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clean, tmp_path,
-                                                             class_archive_dir):
+def test_killed_runs_started_again_end_with_the_clean_tables(spark, run_sample, clean_run,
+                                                             tmp_path, class_archive_dir):
     root = str(tmp_path / "killed")
     lock_file = lock.lock_path(root)
     # a scheduler's timeout: SIGTERM to the run, mid-refine
-    first = _start(sample, root, "killed-1")
+    first = start_run(run_sample, root, "killed-1")
     _read_until(first, "[refine] start")
     _wait_for(Path(root, "silver", "fct_invoices", "_delta_log", f"{1:020d}.json"), first)
     assert first.poll() is None, "refine ended before it could be stopped"
@@ -310,36 +274,36 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
     assert "custseg run: error: stopped by SIGTERM" in rest
     assert not os.path.exists(lock_file)
     # a hard kill of the whole process group (Python and the JVM), mid-clv
-    second = _start(sample, root, "killed-2")
+    second = start_run(run_sample, root, "killed-2")
     _read_until(second, "fitting on")  # a clv origin's models are being fitted
     assert second.poll() is None, "clv ended before it could be killed"
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     assert json.loads(Path(lock_file).read_text())["run_id"] == "killed-2"
-    third = _start(sample, root, "killed-3")
+    third = start_run(run_sample, root, "killed-3")
     said = third.communicate()[0]
     assert third.returncode == 0, said[-3000:]
     assert "took over the lock of run killed-2" in said
     assert not os.path.exists(lock_file)
 
-    business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
+    business = [t for t in _tables(clean_run["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business
     for table in business:
-        _same_table(spark, root, clean["root"], table)
+        _same_table(spark, root, clean_run["root"], table)
 
     # the same input again changes nothing: no table gets a new version
     before = {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)}
     loads = tmp_path / "class-load.log"
-    again = _start(sample, root, "again", "--set", "spark.conf={spark.driver.extraJavaOptions: "
-                   f"'-Xlog:class+load=info:file={loads}'}}")
+    again = start_run(run_sample, root, "again", "--set", "spark.conf={spark.driver."
+                      f"extraJavaOptions: '-Xlog:class+load=info:file={loads}'}}")
     said = again.communicate()[0]
     assert again.returncode == 0, said[-3000:]
     assert "already ingested" in said and said.count("nothing written") == 3
     assert {t: lakehouse.version(spark, f"{root}/{t}") for t in _tables(root)} == before
 
     # the clean run recorded the driver's classes; this JVM mapped them (the JVM's own log)
-    winner = next(r for r, c in clean["codes"].items() if c == 0)
-    assert "recorded the driver JVM's classes" in clean["out"][winner]
+    winner = next(r for r, c in clean_run["codes"].items() if c == 0)
+    assert "recorded the driver JVM's classes" in clean_run["out"][winner]
     assert "recorded the driver JVM's classes" not in said
     archives = list(class_archive_dir.iterdir())
     assert len(archives) == 1 and archives[0].suffix == ".jsa", archives
@@ -348,8 +312,8 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, sample, clea
                      loaded), loaded[-2000:]
 
 
-def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean, connect_server,
-                                                           tmp_path):
+def test_a_run_over_spark_connect_writes_the_classic_tables(spark, run_sample, clean_run,
+                                                           connect_server, tmp_path):
     """The same run through a Spark Connect server: the same tables as the classic run, its
     models registered as MLflow Spark models that a classic session loads, and the dashboard."""
     from pyspark.ml import PipelineModel
@@ -359,16 +323,16 @@ def test_a_run_over_spark_connect_writes_the_classic_tables(spark, sample, clean
     from custseg.runtime import registry
 
     root = str(tmp_path / "connect")
-    done = subprocess.run([CUSTSEG, "run", "--input", sample, "--lakehouse", root, "--run-id",
-                           "over-connect", "--remote", connect_server, *FAST],
+    done = subprocess.run([CUSTSEG, "run", "--input", run_sample, "--lakehouse", root,
+                           "--run-id", "over-connect", "--remote", connect_server, *RUN_FAST],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"master {CONNECT_MASTER}" in done.stdout  # the server's, not the --set local[2]
 
-    business = [t for t in _tables(clean["root"]) if not t.startswith("ops/")]
+    business = [t for t in _tables(clean_run["root"]) if not t.startswith("ops/")]
     assert [t for t in _tables(root) if not t.startswith("ops/")] == business
     for table in business:
-        _same_table(spark, root, clean["root"], table)
+        _same_table(spark, root, clean_run["root"], table)
 
     registry.configure(root, load_config())
     for name in (SEGMENT_MODEL, SPEND_MODEL, TIER_MODEL):

@@ -48,3 +48,35 @@ def test_halves_left_by_failed_runs_are_swept_and_recent_ones_kept(tmp_path, mon
     os.utime(old, (an_hour_ago, an_hour_ago))
     class_archive.java_options([], "", record=True)
     assert not old.exists() and recent.exists()
+
+
+def test_spark_submit_maps_the_archive_only_when_the_driver_runs_here(tmp_path, monkeypatch):
+    """spark-submit.sh's options, decided as spark-submit decides the deploy mode: its flag,
+    then ``$DEPLOY_MODE``, then ``--conf``, then the properties file; client by default."""
+    monkeypatch.setenv("CUSTSEG_CDS_DIR", str(tmp_path))
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path / "conf"))
+    monkeypatch.delenv("DEPLOY_MODE", raising=False)
+    job = ["jobs/ingest.py", "--input", "in.csv"]
+    assert class_archive.submit_options([], job) == ""  # nothing recorded yet
+    final = class_archive.archive_path([])
+    final.write_bytes(b"archive")
+    mapped = f'"-XX:SharedArchiveFile={final}" -Xlog:cds*=off'
+    assert class_archive.submit_options([], job) == mapped
+    for here in (["--verbose", "--deploy-mode", "client"], ["--name", "x.py"],
+                 ["--deploy-mode", "client", "--conf", "spark.submit.deployMode=cluster"]):
+        assert class_archive.submit_options([], [*here, *job]) == mapped, here
+    assert class_archive.submit_options([], [*job, "--deploy-mode", "cluster"]) == mapped
+    for there in (["--deploy-mode", "cluster"], ["--deploy-mode=cluster"],
+                  ["--supervise", "-c", "spark.submit.deployMode=cluster"],
+                  ["--conf=spark.submit.deployMode=cluster"]):
+        assert class_archive.submit_options([], [*there, *job]) == "", there
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "spark-defaults.conf").write_text(
+        "spark.master  yarn\nspark.submit.deployMode  cluster\n")
+    assert class_archive.submit_options([], job) == ""
+    own = tmp_path / "own.conf"
+    own.write_text("spark.submit.deployMode=client\n")
+    assert class_archive.submit_options([], ["--properties-file", str(own), *job]) == mapped
+    monkeypatch.setenv("DEPLOY_MODE", "client")
+    assert class_archive.submit_options([], job) == mapped
+    assert class_archive.submit_options([], ["--driver-java-options", "-Xshare:off", *job]) == ""

@@ -11,7 +11,8 @@ about 13 s of class loading, and the run ends some 14 s sooner (docs/benchmarks.
 writes the classes it loaded when it exits (about 20 s, once per machine), under a temporary
 name, and the file takes its final name only after a successful run. The name carries a digest
 of the JDK and the jars, and the JVM itself ignores an archive that does not match them (an
-archive only speeds up; it is never required).
+archive only speeds up; it is never required). ``spark-submit.sh`` maps it too, when the
+driver runs on this machine (``submit_options``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +135,50 @@ def finish_recording(timeout: float = 300) -> Path | None:
         return recording.final
     recording.partial.unlink(missing_ok=True)
     return None
+
+
+_NO_VALUE = {"--verbose", "-v", "--supervise", "--help", "-h", "--version"}  # spark-submit's
+_DEPLOY_MODE = re.compile(r"^\s*spark\.submit\.deployMode\s*[=:\s]\s*(\S+)", re.MULTILINE)
+
+
+def _deploy_mode(args: Sequence[str]) -> str:
+    """The deploy mode spark-submit will use for ``args``, as it decides: ``--deploy-mode``,
+    then ``$DEPLOY_MODE``, then ``spark.submit.deployMode`` from ``--conf``, then from the
+    properties file (``--properties-file``, else ``spark-defaults.conf``); client by default.
+    Only the options before the application count."""
+    flag = conf = props = None
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # the application ends the options
+        key, eq, inline = args[i].partition("=")
+        takes = not eq and key not in _NO_VALUE
+        value = inline if eq else (args[i + 1] if takes and i + 1 < len(args) else "")
+        if key == "--deploy-mode":
+            flag = value
+        elif key in ("--conf", "-c") and value.startswith("spark.submit.deployMode="):
+            conf = value.split("=", 1)[1]
+        elif key == "--properties-file":
+            props = value
+        i += 2 if takes else 1
+    if mode := flag or os.environ.get("DEPLOY_MODE") or conf:
+        return mode
+    if props is None:
+        conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(
+            os.environ.get("SPARK_HOME", ""), "conf")
+        props = os.path.join(conf_dir, "spark-defaults.conf")
+    found = _DEPLOY_MODE.search(Path(props).read_text()) if os.path.isfile(props) else None
+    return found.group(1) if found else "client"
+
+
+def submit_options(jars: list[str], args: Sequence[str]) -> str:
+    """The driver options ``spark-submit.sh`` adds for the archive: the mapping
+    ``java_options`` gives when spark-submit starts the driver here (client mode, its
+    default) and an archive exists. Nothing in cluster mode, where the driver starts on a node
+    without this file (and a missing archive would turn off the JDK's own sharing there too),
+    nor when the options already set class sharing. It never records: ``custseg run`` does."""
+    if _deploy_mode(args) != "client":
+        return ""
+    return java_options(jars, " ".join(args), record=False)
+
+
+if __name__ == "__main__":  # spark-submit.sh: JARS (comma-separated), then its arguments
+    print(submit_options(sys.argv[1].split(",") if sys.argv[1] else [], sys.argv[2:]))
