@@ -33,8 +33,9 @@ JARS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.jars)"
 SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"
 export SPARK_HOME
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
-# the driver's classes from the archive `custseg run` recorded, when the driver runs here
-CDS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.class_archive "$JARS" "${ARGS[@]}")"
+# the driver's classes from the archive `custseg run` recorded, when the driver runs here;
+# only a speed-up, so a failure to decide leaves it out rather than stopping the job
+CDS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.class_archive "$JARS" "${ARGS[@]}" || true)"
 
 exec "$SPARK_HOME/bin/spark-submit" \
   --master "$MASTER" \
