@@ -19,7 +19,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from custseg.io import lakehouse
-from tests.conftest import CLV_FAST, REPO, assert_same_rows
+from tests.conftest import CLV_FAST, CUSTSEG, REPO, assert_same_rows
 
 WORKER_PYTHON = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
 SPARK_HOME = str(Path(__import__("pyspark").__file__).parent)
@@ -112,9 +112,8 @@ def test_executors_import_custseg_from_the_shipped_zip(cluster, tmp_path):
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    custseg = str(Path(sys.executable).parent / "custseg")
     out = str(tmp_path_factory.mktemp("sample") / "sample.parquet")
-    subprocess.run([custseg, "generate", "--customers", "600", "--out", out, "--seed", "31",
+    subprocess.run([CUSTSEG, "generate", "--customers", "600", "--out", out, "--seed", "31",
                     "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"],
                    check=True, capture_output=True)
     return out
