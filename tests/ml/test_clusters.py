@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
+from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import functions as F
 
 from custseg.config import load_config
 from custseg.ml.clusters import (
+    MIXTURE_JITTER,
     Sweep,
     assign,
     choose_k,
     elbow,
     fit_clusters,
+    fit_input,
     name_clusters,
     stability,
 )
@@ -155,7 +159,35 @@ def test_the_other_algorithms_find_the_three_groups(spark, algorithm, settings):
     # the pipeline's last stage numbers centres in descending order, log recency first: the
     # lapsed group (g = 2, recency about 300 days) is cluster 0
     assert {groups[c] for c in got if got[c] == 0} == {2}
+    if algorithm == "gaussian_mixture":
+        # each group lies on a curve (one noise factor scales all three features), so without
+        # the jitter every component's covariance is singular to about 1e-15; with it, no
+        # direction has much less than the jitter's variance
+        floors = [min(np.linalg.eigvalsh(g.cov.toArray())) for g in model.stages[-2].gaussians]
+        assert min(floors) > 0.5 * MIXTURE_JITTER ** 2
     features.unpersist()
+
+
+def test_mixture_jitter_is_small_uniform_and_fixed_per_customer(spark):
+    points = spark.range(20_000).select(
+        F.col("id").alias("customer_id"), array_to_vector(F.array(F.lit(0.0), F.lit(5.0)))
+        .alias("features"))
+
+    def offsets(df):
+        got = df.select(vector_to_array("features").alias("v"))
+        return got.select(F.col("v")[0].alias("a"), (F.col("v")[1] - 5.0).alias("b"))
+
+    plain = fit_input(points, "kmeans", 42)
+    assert plain.where(vector_to_array("features")[1] != 5.0).count() == 0
+    jittered = offsets(fit_input(points, "gaussian_mixture", 42))
+    stats = jittered.select(*(f(c) for c in ("a", "b") for f in (F.stddev, F.max, F.min))).first()
+    # a uniform of standard deviation s spans +-s * sqrt(3)
+    assert stats[0] == pytest.approx(MIXTURE_JITTER, rel=0.03)
+    assert stats[3] == pytest.approx(MIXTURE_JITTER, rel=0.03)
+    assert max(stats[1], stats[4], -stats[2], -stats[5]) <= MIXTURE_JITTER * 3 ** 0.5
+    assert jittered.select(F.corr("a", "b")).first()[0] == pytest.approx(0, abs=0.03)
+    again = offsets(fit_input(points.repartition(7, F.rand(2)), "gaussian_mixture", 42))
+    assert sorted(again.collect()) == sorted(jittered.collect())
 
 
 def test_names_from_robust_z_scores():

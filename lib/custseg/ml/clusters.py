@@ -19,13 +19,21 @@ from pyspark.ml import Estimator, Model, Pipeline, PipelineModel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
-from pyspark.sql import DataFrame
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from custseg.config import Config
 from custseg.runtime.threads import run_all
 
 ROWS_PER_PARTITION = 100_000
+# Spark's GaussianMixture has no covariance regularisation (scikit-learn's reg_covar). On
+# near-duplicate or collinear customers a component's covariance shrinks towards singular, its
+# density overflows, and the NaN that follows sends the pure-Java LAPACK behind eigSym into a
+# loop that never ends (a task that runs for ever). A mixture is therefore fitted on features
+# nudged by a jitter of this standard deviation: on standardised features, variance 1e-6 (the
+# reg_covar default) added to every component's covariance, far below any segment's spread.
+MIXTURE_JITTER = 1e-3
 
 
 @dataclass
@@ -172,6 +180,25 @@ def estimator(algorithm: str, k: int, seed: int, max_iter: int,
     return KMeans(**common)
 
 
+def fit_input(points: DataFrame, algorithm: str, seed: int) -> DataFrame:
+    """The feature vectors an estimator of ``algorithm`` is fitted on.
+
+    A Gaussian mixture gets ``MIXTURE_JITTER``: each coordinate moves by a uniform offset
+    picked by a seeded hash of the customer id and the coordinate, so the same customer gets
+    the same offset whatever the partitioning. Assignments use the features as they are.
+    """
+    if algorithm != "gaussian_mixture":
+        return points.select("features")
+    width = MIXTURE_JITTER * math.sqrt(12.0)  # a uniform's variance is width^2 / 12
+
+    def nudge(x: Column, i: Column) -> Column:
+        u = F.pmod(F.xxhash64("customer_id", i, F.lit(seed)), F.lit(1 << 30)) / float(1 << 30)
+        return x + (u - 0.5) * width
+
+    nudged = F.transform(vector_to_array("features"), nudge)
+    return points.select(array_to_vector(nudged).alias("features"))
+
+
 def centres(model: Model) -> list[tuple[float, ...]]:
     """Cluster centres (a mixture's component means) in the model's own label order."""
     if hasattr(model, "clusterCenters"):
@@ -214,14 +241,15 @@ def _fits(sample: DataFrame, base: DataFrame, k: int, cl: Config
     time scheduling jobs."""
     def full() -> tuple[Model, float]:
         model = estimator(cl["algorithm"], k, cl["seed"], cl["max_iter"]).fit(
-            sample.select("features"))
+            fit_input(sample, cl["algorithm"], cl["seed"]))
         evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="raw_cluster")
         return model, float(evaluator.evaluate(model.transform(sample)))
 
     def resample(r: int) -> Callable[[], Model]:
         seed = cl["seed"] + 1 + r
         return lambda: estimator(cl["algorithm"], k, seed, cl["max_iter"], f"k{k}_r{r}").fit(
-            _resample(base, seed, cl["resample_fraction"]).select("features"))
+            fit_input(_resample(base, seed, cl["resample_fraction"]), cl["algorithm"],
+                      cl["seed"]))
 
     out = run_all([full, *(resample(r) for r in range(cl["resamples"]))])
     model, silhouette = out[0]
@@ -303,7 +331,7 @@ def fit_clusters(features: DataFrame, cfg: Config,
     chosen = models[sweep.chosen_k]
     if n > cl["sweep_sample"]:
         chosen = estimator(cl["algorithm"], sweep.chosen_k, cl["seed"], cl["max_iter"]).fit(
-            kmeans_input(points, n).select("features"))
+            fit_input(kmeans_input(points, n), cl["algorithm"], cl["seed"]))
     return PipelineModel(stages=[*prep.stages, chosen, relabel_stage(chosen)]), sweep
 
 
