@@ -7,10 +7,12 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from custseg.io import lakehouse
+from custseg.io.generate import generate_to
 from tests.conftest import CUSTSEG, REPO
 
 SMALL = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
@@ -18,10 +20,11 @@ SMALL = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
+def sample(spark, tmp_path_factory):
+    """20,000 generated customers (about 450,000 lines): a write that lasts a few seconds.
+    Generated in the test session: ``custseg generate`` itself runs in conftest's run_sample."""
     out = str(tmp_path_factory.mktemp("gen") / "sample.parquet")
-    subprocess.run([CUSTSEG, "generate", "--customers", "20000", "--out", out, "--seed", "11",
-                    *SMALL], check=True, capture_output=True)
+    generate_to(spark, 20000, out, seed=11)
     return out
 
 
@@ -39,11 +42,14 @@ def test_ingest_killed_midway_then_rerun_equals_clean_run(spark, sample, tmp_pat
     proc = subprocess.Popen([CUSTSEG, "ingest", "--input", sample, "--lakehouse", killed_root,
                              *SMALL], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    for line in proc.stdout:
-        if "[ingest] start" in line:
-            break
-    time.sleep(3)
-    assert proc.poll() is None, "ingest finished before it could be killed"
+    # killed mid-write: the batch's first data file is there, its commit is not
+    table = Path(killed_root, "bronze", "raw_invoices")
+    deadline = time.monotonic() + 300
+    while not any(table.glob("batch_id=*/*.parquet")):
+        assert proc.poll() is None, f"ingest ended before it wrote:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, "no bronze data file after 300 s"
+        time.sleep(0.02)  # polls for the first data file
+    assert not list(table.glob("_delta_log/*[0-9].json")), "bronze committed before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = _bronze_rows(spark, killed_root)
@@ -62,8 +68,7 @@ def test_spark_submit_runs_stage_jobs_from_the_shipped_zip(spark, tmp_path, clea
     driver's own class-load log shows."""
     assert [p.suffix for p in class_archive_dir.iterdir()] == [".jsa"], "no archive recorded"
     sample = str(tmp_path / "sample.parquet")
-    subprocess.run([CUSTSEG, "generate", "--customers", "300", "--out", sample, "--seed", "13",
-                    *SMALL], check=True, capture_output=True)
+    generate_to(spark, 300, sample, seed=13)
     root = str(tmp_path / "lh")
     said = ""
     for job, extra in (("ingest", ["--input", sample]), ("refine", [])):
