@@ -83,6 +83,24 @@ def generated_lakehouse(spark, base: Path, customers: int, seed: int, cfg: dict)
     return root
 
 
+@pytest.fixture(scope="session")
+def refined_sample(spark, tmp_path_factory) -> str:
+    """1,200 generated customers (seed 5) ingested and refined: the silver tables the stage
+    tests start from. Read-only: a module that runs stages on it works on ``copy_lakehouse``."""
+    cfg = load_config(overrides=["spark.shuffle_partitions=2"])
+    return generated_lakehouse(spark, tmp_path_factory.mktemp("refined"), 1200, 5, cfg)
+
+
+def copy_lakehouse(root: str, base: Path) -> str:
+    """A copy of the lakehouse at ``root`` in ``base/lakehouse`` (Delta tables keep their
+    files' paths relative, so a copied folder is the same table); return the copy's root."""
+    import shutil
+
+    copy = str(base / "lakehouse")
+    shutil.copytree(root, copy)
+    return copy
+
+
 def delta_file_stats(path: str) -> list[dict]:
     """The per-file statistics (row counts, min/max) in a Delta table's log, read as JSON."""
     import json

@@ -20,7 +20,7 @@ from custseg.ml.clv_models import FAMILIES, fit_candidates, fit_input, predict
 from custseg.runtime import registry
 from custseg.stages.clv import clv, plan
 from custseg.transforms.history import History
-from tests.conftest import generated_lakehouse
+from tests.conftest import copy_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "segment.windows_days=[90]", "clv.horizon_days=60",
             "clv.gbt.max_iter=4", "clv.gbt.min_instances_per_node=5", "clv.origins=2",
@@ -30,9 +30,9 @@ E, E2 = dt.date(2011, 10, 1), dt.date(2011, 9, 1)
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
+def lake(refined_sample, tmp_path_factory):
     cfg = load_config(overrides=SETTINGS)
-    root = generated_lakehouse(spark, tmp_path_factory.mktemp("clv"), 1200, 5, cfg)
+    root = copy_lakehouse(refined_sample, tmp_path_factory.mktemp("clv"))
     return {"root": root, "cfg": cfg}
 
 

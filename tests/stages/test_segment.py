@@ -12,16 +12,16 @@ from custseg.config import load_config
 from custseg.io import lakehouse
 from custseg.io.catalog import SEGMENT_MODEL
 from custseg.stages.segment import segment
-from tests.conftest import generated_lakehouse
+from tests.conftest import copy_lakehouse
 
 SETTINGS = ["spark.shuffle_partitions=2", "cluster.k_min=2", "cluster.k_max=4",
             "segment.windows_days=[90]"]
 
 
 @pytest.fixture(scope="module")
-def seg(spark, tmp_path_factory):
+def seg(spark, refined_sample, tmp_path_factory):
     cfg = load_config(overrides=SETTINGS)
-    root = generated_lakehouse(spark, tmp_path_factory.mktemp("seg"), 1500, 9, cfg)
+    root = copy_lakehouse(refined_sample, tmp_path_factory.mktemp("seg"))
     def clusters():
         return {r["customer_id"]: r["cluster"] for r in
                 lakehouse.read(spark, lakehouse.table_path(root, "gold", "customer_clusters"))
