@@ -101,6 +101,19 @@ def copy_lakehouse(root: str, base: Path) -> str:
     return copy
 
 
+def wait_for_file(folder: Path, pattern: str, proc: subprocess.Popen,
+                  timeout: float = 120) -> None:
+    """Until a file matching ``pattern`` exists under ``folder`` (something the process has
+    written), while the process is still going."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(folder.glob(pattern)):
+        assert proc.poll() is None, f"the process ended before {folder}/{pattern} appeared"
+        assert time.monotonic() < deadline, f"no {folder}/{pattern} after {timeout} s"
+        time.sleep(0.02)  # polls the folder
+
+
 def delta_file_stats(path: str) -> list[dict]:
     """The per-file statistics (row counts, min/max) in a Delta table's log, read as JSON."""
     import json

@@ -6,14 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from custseg.io import lakehouse
 from custseg.io.generate import generate_to
-from tests.conftest import CUSTSEG, REPO
+from tests.conftest import CUSTSEG, REPO, wait_for_file
 
 SMALL = ["--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
          "--set", "spark.driver_memory=2g"]
@@ -44,11 +43,7 @@ def test_ingest_killed_midway_then_rerun_equals_clean_run(spark, sample, tmp_pat
                             text=True, start_new_session=True)
     # killed mid-write: the batch's first data file is there, its commit is not
     table = Path(killed_root, "bronze", "raw_invoices")
-    deadline = time.monotonic() + 300
-    while not any(table.glob("batch_id=*/*.parquet")):
-        assert proc.poll() is None, f"ingest ended before it wrote:\n{proc.stdout.read()}"
-        assert time.monotonic() < deadline, "no bronze data file after 300 s"
-        time.sleep(0.02)  # polls for the first data file
+    wait_for_file(table, "batch_id=*/*.parquet", proc, timeout=300)
     assert not list(table.glob("_delta_log/*[0-9].json")), "bronze committed before the kill"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -21,7 +21,14 @@ from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
 from custseg.io import lakehouse
 from custseg.runtime import context, lock
-from tests.conftest import CONNECT_MASTER, CUSTSEG, RUN_FAST, assert_same_rows, start_run
+from tests.conftest import (
+    CONNECT_MASTER,
+    CUSTSEG,
+    RUN_FAST,
+    assert_same_rows,
+    start_run,
+    wait_for_file,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # lineage that differs between any two runs by design; everything else must be equal
@@ -124,15 +131,6 @@ def _read_until(proc: subprocess.Popen, marker: str) -> str:
         if marker in line:
             return "".join(seen)
     raise AssertionError(f"no {marker!r} before the run ended:\n{''.join(seen)[-3000:]}")
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until ``path`` exists (a commit the run has made), while the run is still going."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path} appeared"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.1)  # polls for the file
 
 
 def _tables(root: str) -> list[str]:
@@ -266,7 +264,7 @@ def test_killed_runs_started_again_end_with_the_clean_tables(spark, run_sample, 
     # a scheduler's timeout: SIGTERM to the run, mid-refine
     first = start_run(run_sample, root, "killed-1")
     _read_until(first, "[refine] start")
-    _wait_for(Path(root, "silver", "fct_invoices", "_delta_log", f"{1:020d}.json"), first)
+    wait_for_file(Path(root, "silver", "fct_invoices", "_delta_log"), f"{1:020d}.json", first)
     assert first.poll() is None, "refine ended before it could be stopped"
     first.send_signal(signal.SIGTERM)
     rest = first.communicate()[0]

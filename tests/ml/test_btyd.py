@@ -31,16 +31,12 @@ class _Gamma:
         return math.exp(self.log_c + (self.r - 1) * math.log(v) - self.alpha * v) if v > 0 else 0.0
 
 
-def _gamma(r, alpha):
-    return _Gamma(r, alpha)
-
-
 def test_the_gamma_density_is_scipys():
     for r, alpha in ((0.55, 10.6), (4.0, 20.0)):
         want = stats.gamma(a=r, scale=1.0 / alpha)
         for v in (1e-9, 0.01, 0.3, 5.0):
-            assert _gamma(r, alpha).pdf(v) == pytest.approx(want.pdf(v), rel=1e-12)
-        assert _gamma(r, alpha).pdf(0.0) == 0.0
+            assert _Gamma(r, alpha).pdf(v) == pytest.approx(want.pdf(v), rel=1e-12)
+        assert _Gamma(r, alpha).pdf(0.0) == 0.0
 
 
 def test_bgnbd_likelihood_equals_its_beta_function_form():
@@ -61,7 +57,7 @@ def test_bgnbd_likelihood_equals_its_beta_function_form():
 def test_paretonbd_likelihood_equals_integral_over_lambda_and_mu(params):
     """Both hypergeometric branches (alpha >= beta and alpha < beta) against a 2-D integral."""
     r, alpha, s, beta = params
-    glam, gmu = _gamma(r, alpha), _gamma(s, beta)
+    glam, gmu = _Gamma(r, alpha), _Gamma(s, beta)
     for x, t_x, T in [(0, 0.0, 20.0), (3, 12.0, 20.0)]:
         def individual(mu, lam, x=x, t_x=t_x, T=T):
             like = (lam**x * mu / (lam + mu) * np.exp(-(lam + mu) * t_x)
@@ -97,7 +93,7 @@ def test_gammagamma_likelihood_equals_integral_over_nu():
     p, q, v = 3.0, 4.0, 20.0
     for x, m in [(1, 12.0), (5, 30.0)]:
         def individual(nu, x=x, m=m):
-            return stats.gamma(a=p * x, scale=1.0 / (nu * x)).pdf(m) * _gamma(q, v).pdf(nu)
+            return stats.gamma(a=p * x, scale=1.0 / (nu * x)).pdf(m) * _Gamma(q, v).pdf(nu)
 
         want, _ = integrate.quad(individual, 0, np.inf)
         got = np.exp(btyd.gammagamma_log_likelihood((p, q, v), np.array([x]), np.array([m])))[0]
@@ -123,7 +119,7 @@ def test_bgnbd_expectation_equals_integral_over_the_dropout_posterior():
 
 def test_paretonbd_expectation_equals_posterior_integral():
     r, alpha, s, beta = 0.55, 10.6, 0.61, 11.7
-    glam, gmu = _gamma(r, alpha), _gamma(s, beta)
+    glam, gmu = _Gamma(r, alpha), _Gamma(s, beta)
     t = 39.0
     for x, t_x, T in [(0, 0.0, 38.86), (2, 30.43, 38.86)]:
         def alive_part(mu, lam, x=x, T=T):
