@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -180,6 +180,8 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
         log_file = None if args.verbose else logs.log_file(args.lakehouse, run_id)
         if log_file:
             logs.route(log_file)
+        if "ingest" in stages:
+            held.callback(_read_ahead(args, cfg))
         spark = build_spark(cfg, log_file, record_classes=args.stage == "run")
         if not is_classic(spark):  # a Connect client's threads would keep the process alive
             held.callback(spark.stop)
@@ -218,6 +220,16 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
     if args.stage == "run":
         _finish_class_archive(args.stage)
     return alerts
+
+
+def _read_ahead(args: argparse.Namespace, cfg: Config) -> Callable[[], None]:
+    """Start reading a workbook input while the session starts (``ingest.read_ahead``);
+    return what forgets a read nobody took."""
+    from custseg.io import sources
+    from custseg.stages.ingest import read_ahead
+
+    read_ahead(args.input, args.lakehouse, cfg)
+    return sources.drop_read_ahead
 
 
 def _finish_class_archive(stage: str) -> None:

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 
 from custseg.cli import main
 from custseg.config import load_config
-from custseg.io import lakehouse
-from custseg.stages.ingest import ingest
+from custseg.io import lakehouse, sources
+from custseg.stages.ingest import ingest, read_ahead
 from custseg.stages.refine import refine
 from tests.conftest import UCI_HEADER, write_csv
 
@@ -122,12 +122,17 @@ def test_same_content_twice_adds_nothing_new_file_appends(spark, cfg, tmp_path):
     version = lakehouse.version(spark, path)
     copy = tmp_path / "renamed.xlsx"
     shutil.copy(src, copy)
+    read_ahead(str(copy), root, cfg)  # its content is in bronze: not read ahead
+    assert not sources._ahead
     again = ingest(spark, str(copy), root, cfg)
     assert again.rows_out["bronze/raw_invoices"] == 0
     assert any("already ingested" in n for n in again.notes)
     assert lakehouse.version(spark, path) == version
     other = make_xlsx(tmp_path / "b.xlsx", ROWS[:2])
+    read_ahead(other, root, cfg)
+    assert len(sources._ahead) == 1
     assert ingest(spark, other, root, cfg).rows_out["bronze/raw_invoices"] == 2
+    assert not sources._ahead  # the stage took what was read ahead
     assert bronze(spark, root).count() == 6
 
 
