@@ -132,7 +132,7 @@ def _column_text(values: Sequence) -> pa.Array:
     """One column's cells as ``_cell_text`` writes them, a type at a time.
 
     ``_cell_text`` cell by cell took about 3.4 s of the UCI workbook's read; floats and naive
-    date-times, nearly every cell there, are converted in bulk instead (0.5 s).
+    date-times, nearly every cell there, are converted in bulk instead (about 1 s in all).
     """
     kinds = list(set(map(type, values)))
     if len(kinds) == 1:
