@@ -49,6 +49,11 @@ def _land(spark: SparkSession, input_path: str, bronze: str, batch_id: str, sha2
     return n, read_end
 
 
+def _batch_id(sha256: str) -> str:
+    """A batch's id: the first 16 hex digits of its content's fingerprint."""
+    return sha256[:16]
+
+
 def read_ahead(input_path: str, lakehouse_root: str, cfg: Config) -> None:
     """Start reading a local workbook while the Spark session starts (``sources.read_ahead``),
     unless a local bronze already has a batch of its content."""
@@ -56,7 +61,7 @@ def read_ahead(input_path: str, lakehouse_root: str, cfg: Config) -> None:
         if is_uri(lakehouse_root):
             return False
         batch = Path(lakehouse.table_path(lakehouse_root, *BRONZE),
-                     f"batch_id={local_fingerprint(input_path)[:16]}")
+                     f"batch_id={_batch_id(local_fingerprint(input_path))}")
         return batch.is_dir()
 
     sources.read_ahead(input_path, cfg, unless=landed)
@@ -69,7 +74,7 @@ def ingest(spark: SparkSession, input_path: str, lakehouse_root: str, cfg: Confi
     check_input(input_path, cfg)
     check_exists(spark, input_path)
     sha256 = fingerprint(spark, input_path)
-    batch_id = sha256[:16]
+    batch_id = _batch_id(sha256)
     bronze = lakehouse.table_path(lakehouse_root, *BRONZE)
     if lakehouse.exists(spark, bronze):
         done = (lakehouse.read(spark, bronze).where(F.col("batch_id") == batch_id)
