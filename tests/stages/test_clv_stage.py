@@ -197,6 +197,25 @@ def test_the_champions_are_the_decisions_of_the_last_run(spark, lake, runs):
         assert line.split()[3] == registry.champion_version(name)
 
 
+def test_the_served_predictions_are_those_of_the_saved_champions(spark, lake, runs):
+    """The scoring reuses the models the run holds for the versions the aliases name; loaded
+    from the registry, those versions give the same predictions (a family mapped to another
+    family's version would not)."""
+    root, cfg = lake["root"], lake["cfg"]
+    registry.configure(root, cfg)
+    fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
+    cancellations = lakehouse.read(spark, lakehouse.table_path(root, "silver", CANCELLATIONS))
+    current, _ = examples(spark, History.of(fact, cancellations), [E], cfg)
+    for name, prefix in ((SPEND_MODEL, "s"), (TIER_MODEL, "t")):
+        current = predict(registry.load_spark_model(f"models:/{name}@{registry.CHAMPION}"),
+                          current, prefix)
+    want = current.select("customer_id", "s_spend", "s_p10", "s_p90", "t_tier")
+    got = _gold(spark, root, "clv_predictions").where(F.col("as_of") == F.lit(AS_OF)).select(
+        "customer_id", "predicted_spend", "predicted_spend_p10", "predicted_spend_p90",
+        "predicted_tier")
+    assert _rows(got) == _rows(want)
+
+
 def test_predictions_come_from_the_champion_and_a_rollback_changes_the_next_scoring(
         spark, lake, runs, capsys):
     root, cfg = lake["root"], lake["cfg"]

@@ -370,7 +370,8 @@ def _run(spark: SparkSession, root: str, cfg: Config, p: Plan, data: Inputs, bac
             summary.notes.extend(clv_report.table(rows))
             summary.step(f"scoring {p.as_of} with the champions")
             current = ex.judged.where(F.col("as_of") == F.lit(p.as_of))
-            _score(spark, root, current, p, backtest, run.info.run_id, summary)
+            _score(spark, root, current, p, backtest, run.info.run_id,
+                   _in_memory(origins[0], registered, champion), summary)
         finally:
             ex.release()
     summary.notes.append(f"mlflow run {run.info.run_id}")
@@ -473,13 +474,33 @@ def _register(origin: Origin, p: Plan, fingerprint: str) -> dict[str, dict[str, 
     return out
 
 
+def _in_memory(origin: Origin, registered: dict[str, dict[str, str]],
+               champion: Champion | None) -> dict[tuple[str, str], PipelineModel]:
+    """The models this run holds, by (registered name, version): the families of origin E
+    under the versions they were registered (or found) as, and the champions it loaded."""
+    known = {(name, version): origin.models[family]
+             for family, versions in registered.items() if family in origin.models
+             for name, version in versions.items()}
+    if champion is not None:
+        known[SPEND_MODEL, champion.versions[SPEND_MODEL]] = champion.models["spend"]
+        known[TIER_MODEL, champion.versions[TIER_MODEL]] = champion.models["tier"]
+    return known
+
+
 def _score(spark: SparkSession, root: str, current: DataFrame, p: Plan, backtest: bool,
-           run_id: str, summary: StageSummary) -> None:
-    """gold/clv_predictions at T from the champions."""
+           run_id: str, known: dict[tuple[str, str], PipelineModel],
+           summary: StageSummary) -> None:
+    """gold/clv_predictions at T from the versions the champion aliases point at; a version
+    this run already holds (``known``) is not loaded again, as it is the model saved."""
     spend_v = registry.champion_version(SPEND_MODEL)
     tier_v = registry.champion_version(TIER_MODEL)
-    scored = predict(_load(SPEND_MODEL, spend_v), current, "s")
-    scored = predict(_load(TIER_MODEL, tier_v), scored, "t")
+
+    def model(name: str, version: str) -> PipelineModel:
+        held = known.get((name, version))
+        return held if held is not None else _load(name, version)
+
+    scored = predict(model(SPEND_MODEL, spend_v), current, "s")
+    scored = predict(model(TIER_MODEL, tier_v), scored, "t")
     families = {n: registry.version_tags(n, v).get(FAMILY, "gbt")
                 for n, v in ((SPEND_MODEL, spend_v), (TIER_MODEL, tier_v))}
     clv_report.write_predictions(spark, root, scored, p, backtest, run_id,
