@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg.config import Config
+from custseg.io.arrow import from_pandas, to_pandas
 from custseg.ml import btyd
 from custseg.ml.rfm import history_features
 from custseg.transforms.history import History, at_dates, dates_frame
@@ -118,13 +119,13 @@ def fit_btyd(summary: DataFrame) -> tuple[dict[dt.date, BtydFits], pd.DataFrame]
     # One row per distinct (x, t_x, T) in days, not per customer: bounded by the history's
     # length, not the customer count; 24 bytes a row. Sorted so that reruns sum in the same
     # order.
-    keys = (summary.groupBy(day_number(F.col("as_of")).alias("day"), *KEY).count().toPandas()
-            .sort_values(["day", *KEY], ignore_index=True))
-    spend = (summary.where((F.col("repeat_purchases") > 0) & (F.col("repeat_spend") > 0))
-             .groupBy(day_number(F.col("as_of")).alias("day"), "repeat_purchases",
-                      F.round(F.log("repeat_spend") * _SPEND_BINS_PER_LOG_UNIT).alias("bin"))
-             .count().toPandas().sort_values(["day", "repeat_purchases", "bin"],
-                                             ignore_index=True))
+    keys = to_pandas(summary.groupBy(day_number(F.col("as_of")).alias("day"), *KEY).count()
+                     ).sort_values(["day", *KEY], ignore_index=True)
+    spend = to_pandas(
+        summary.where((F.col("repeat_purchases") > 0) & (F.col("repeat_spend") > 0))
+        .groupBy(day_number(F.col("as_of")).alias("day"), "repeat_purchases",
+                 F.round(F.log("repeat_spend") * _SPEND_BINS_PER_LOG_UNIT).alias("bin"))
+        .count()).sort_values(["day", "repeat_purchases", "bin"], ignore_index=True)
     fits = {}
     for day, at in keys.groupby("day"):
         x, t_x, age, n = (at[c].to_numpy(float) for c in (*KEY, "count"))
@@ -163,7 +164,7 @@ def purchase_table(spark: SparkSession, keys: pd.DataFrame,
                                            if fit.dropout_identified else 1.0)
         numbers = out[values].astype(float)
         out[values] = numbers.where(np.isfinite(numbers), 0.0)
-        parts.append(spark.createDataFrame(out[["day", *KEY, *values]], schema))
+        parts.append(from_pandas(spark, out[["day", *KEY, *values]], schema))
     table = (reduce(DataFrame.unionByName, parts) if parts
              else spark.createDataFrame([], schema))
     return table.select(F.date_add(F.lit(EPOCH), F.col("day")).alias("as_of"), *KEY, *values)

@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from custseg.config import Config
+from custseg.io.arrow import to_pandas
 from custseg.ml import btyd
 from custseg.ml.clv import EPOCH, KEY, BtydFits, gg_spend, model_features, purchase_table
 from custseg.ml.quantiles import even_cuts
@@ -107,7 +108,7 @@ class BtydSpend(Transformer, HasOutputCol, DefaultParamsReadable, DefaultParamsW
         names = {"bgnbd": ("r", "alpha", "a", "b"), "paretonbd": ("r", "alpha", "s", "beta")}
         fit = btyd.Fit(model, dict(zip(names[model], get(self.purchase), strict=True)), 0.0,
                        0.0, 0, True, dropout_identified=get(self.dropout))
-        keys = dataset.select(*KEY).distinct().toPandas()  # bounded by the history's days
+        keys = to_pandas(dataset.select(*KEY).distinct())  # bounded by the history's days
         keys["day"] = (_ANY_DAY - EPOCH).days
         table = purchase_table(dataset.sparkSession, keys, {_ANY_DAY: {model: fit}},
                                get(self.horizon))

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from custseg.config import Config
 from custseg.io import lakehouse
+from custseg.io.arrow import to_pandas
 from custseg.io.catalog import CLV_PREDICTIONS
 from custseg.ml import btyd, promotion
 from custseg.ml.clv import BASELINES, KEY
@@ -195,7 +196,7 @@ def calibration_rows(invoices: DataFrame, origin: Origin, horizon: int) -> list[
             for r in sorted(by, key=lambda r: r["x"])]
     step = max(1, horizon // 15)
     days = sorted({*range(step, horizon + 1, step), horizon})
-    keys = ex.groupBy(*KEY).count().toPandas()  # one row per distinct (x, t_x, T)
+    keys = to_pandas(ex.groupBy(*KEY).count())  # one row per distinct (x, t_x, T)
     expected = _expected_cumulative(keys, origin.fits, days)
     start = F.lit(origin.day).cast("timestamp")
     daily = (invoices.where((F.col("invoice_date") >= start)

@@ -1,0 +1,44 @@
+"""Small tables to and from the driver through Arrow: the same values and types as PySpark's
+row-by-row conversion, which the session keeps (its Arrow setting is off)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from custseg.io.arrow import from_pandas, to_pandas
+
+KEYS = "day int, repeat_purchases int, repeat_span_days int, age_days int"
+
+
+def test_the_session_converts_row_by_row_unless_told(spark):
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "false"
+
+
+def test_to_pandas_equals_the_row_by_row_conversion(spark):
+    rows = [(15000, 0, 0, 3), (15000, 2, 40, 90), (15031, 2, 40, 90), (15031, 7, 300, 301),
+            (-1, 2_000_000_000, 0, 0)]
+    df = (spark.createDataFrame(rows * 3, KEYS)
+          .groupBy("day", "repeat_purchases", "repeat_span_days", "age_days").count()
+          .withColumn("bin", F.round(F.log(F.col("count") + 1) * 1000.0)))
+    got = to_pandas(df).sort_values(["day", "repeat_purchases"], ignore_index=True)
+    want = df.toPandas().sort_values(["day", "repeat_purchases"], ignore_index=True)
+    assert list(got.dtypes) == list(want.dtypes)
+    assert [str(t) for t in got.dtypes] == ["int32"] * 4 + ["int64", "float64"]
+    pd.testing.assert_frame_equal(got, want)
+    assert got["count"].tolist() == [3] * 5
+    assert got["bin"].tolist() == [1386.0] * 5  # round(1000 ln 4)
+
+
+def test_from_pandas_gives_the_rows_and_types_of_the_schema(spark):
+    frame = pd.DataFrame({"day": np.array([15000, 15031], dtype=np.int64),
+                          "repeat_purchases": np.array([0, 7], dtype=np.int32),
+                          "repeat_span_days": [0, 300], "age_days": [3, 301],
+                          "p": [0.1 + 0.2, 1e-300]})
+    df = from_pandas(spark, frame, f"{KEYS}, p double")
+    assert df.dtypes == [("day", "int"), ("repeat_purchases", "int"),
+                         ("repeat_span_days", "int"), ("age_days", "int"), ("p", "double")]
+    assert sorted(tuple(r) for r in df.collect()) == [(15000, 0, 0, 3, 0.30000000000000004),
+                                                      (15031, 7, 300, 301, 1e-300)]
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "false"
