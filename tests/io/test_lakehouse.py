@@ -1,4 +1,4 @@
-"""``lakehouse.exists``: Delta's quick check for a yes, the history query for a no."""
+"""``lakehouse``: Delta's quick check for a yes, the history query for a no; counts; stats."""
 
 from __future__ import annotations
 
@@ -54,3 +54,16 @@ def test_column_stats_stay_off_until_the_last_of_overlapping_writes_ends(spark, 
         thread.join(60)  # the first write has ended; this one has not
         assert spark.conf.get(lakehouse.STATS_DEFAULT, None) == "0"
     assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None
+
+
+def test_row_counts_count_each_table_in_order(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    sizes = [7, 0, 12, 1]
+    paths = [str(tmp_path / f"t{i}") for i in range(len(sizes))]
+    for n, path in zip(sizes, paths, strict=True):
+        spark.range(n).write.format("delta").save(path)
+    assert lakehouse.row_counts(spark, paths) == sizes
+    # ids below 5: 5, 0, 5 and 1 of them
+    assert lakehouse.row_counts(spark, paths, F.col("id") < 5) == [5, 0, 5, 1]
+    assert lakehouse.row_counts(spark, []) == []

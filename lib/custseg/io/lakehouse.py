@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, DataFrameWriter, Row, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
 
 from custseg.io.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
 from custseg.runtime import context, session
+from custseg.runtime.threads import run_all
 
 
 def _last_commit(spark: SparkSession, path: str) -> Row | None:
@@ -50,6 +51,18 @@ def exists(spark: SparkSession, path: str) -> bool:
 def read(spark: SparkSession, path: str) -> DataFrame:
     """The current version of the Delta table at ``path``."""
     return spark.read.format("delta").load(path)
+
+
+def row_counts(spark: SparkSession, paths: list[str],
+               condition: Column | None = None) -> list[int]:
+    """The rows of each table at ``paths`` (those matching ``condition`` when given), counted
+    side by side: a count of a small table is mostly a query's fixed cost on the driver, and
+    a stage's summary counts several tables one after another."""
+    def count(path: str) -> int:
+        df = read(spark, path)
+        return (df if condition is None else df.where(condition)).count()
+
+    return run_all([lambda p=p: count(p) for p in paths])
 
 
 def version(spark: SparkSession, path: str) -> int | None:

@@ -32,6 +32,7 @@ from custseg.io.catalog import (
 )
 from custseg.runtime import memo
 from custseg.runtime.summary import StageSummary
+from custseg.runtime.threads import run_all
 from custseg.transforms.silver import (
     FACT_SCHEMA,
     ROUTE_QUARANTINE,
@@ -122,15 +123,12 @@ def refine_batch(
     finally:
         classified.unpersist()
         copies.unpersist()
-    bronze_rows = batch.count()
-    counts = BatchCounts(
-        bronze=bronze_rows,
-        fact=_count_batch(spark, fact_path, batch_id),
-        cancellations=_count_batch(spark, lakehouse.table_path(root, "silver", CANCELLATIONS),
-                                   batch_id),
-        quarantine=by_reason,
-    )
-    stored_q = _count_batch(spark, lakehouse.table_path(root, "silver", QUARANTINE), batch_id)
+    # read back from the tables, side by side: what reconciles is what was stored
+    bronze_rows, fact, cancellations, stored_q = run_all([batch.count, *(
+        lambda name=name: _count_batch(spark, lakehouse.table_path(root, "silver", name),
+                                       batch_id) for name in (FACT, CANCELLATIONS, QUARANTINE))])
+    counts = BatchCounts(bronze=bronze_rows, fact=fact, cancellations=cancellations,
+                         quarantine=by_reason)
     if counts.bronze != counts.fact + counts.cancellations + stored_q:
         raise StageError(
             f"refine: batch {batch_id} does not reconcile: bronze {counts.bronze:,} != "
@@ -157,8 +155,9 @@ def rebuild_dimensions(spark: SparkSession, root: str, cfg: Config) -> dict[str,
         DIM_PRODUCT: (source, {"non_product_codes": codes}, lambda: dim_product(fact, codes)),
         DIM_DATETIME: (source, {}, lambda: dim_datetime(fact)),
     })
-    return {f"silver/{name}": lakehouse.read(spark, lakehouse.table_path(root, "silver", name))
-            .count() for name, by in done.items() if by is None}
+    built = [name for name, by in done.items() if by is None]
+    counts = lakehouse.row_counts(spark, [lakehouse.table_path(root, "silver", n) for n in built])
+    return {f"silver/{n}": c for n, c in zip(built, counts, strict=True)}
 
 
 def refine(spark: SparkSession, root: str, cfg: Config) -> StageSummary:

@@ -106,10 +106,9 @@ def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSu
         done = _replace(spark, root, _reports(t, cfg or load_config(), totals))
     finally:
         totals.unpersist()
-    for name, by in done.items():
-        if by is None:
-            summary.rows_out[f"gold/{name}"] = lakehouse.read(
-                spark, lakehouse.table_path(root, "gold", name)).count()
+    built = [name for name, by in done.items() if by is None]
+    counts = lakehouse.row_counts(spark, [lakehouse.table_path(root, "gold", n) for n in built])
+    summary.rows_out.update({f"gold/{n}": c for n, c in zip(built, counts, strict=True)})
     if all(done.values()):
         summary.notes.append("inputs unchanged since the last report; gold left as it was")
     else:
