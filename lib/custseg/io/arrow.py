@@ -2,9 +2,10 @@
 
 PySpark converts a pandas table row by row, as Python objects, unless
 ``spark.sql.execution.arrow.pyspark.enabled`` is on, and it is off by default. The BTYD keys
-(one row per distinct purchase history and date) grow with the history's spread, not with
-the customer count, but at a million customers they are hundreds of thousands of rows, and
-their Python rows were most of the driver's memory. ``toArrow`` and ``createDataFrame`` of an
+(one row per date and distinct purchase history) are bounded by the history's length, not by
+the customer count, but below that bound they grow with the customers: at a million customers
+they are hundreds of thousands of rows a date, and their Python rows were most of the
+driver's memory. ``toArrow`` and ``createDataFrame`` of an
 Arrow table take the columnar path whatever that setting says, classic or Spark Connect, and
 leave the user's session settings alone.
 """

@@ -57,7 +57,7 @@ def row_counts(spark: SparkSession, paths: list[str],
                condition: Column | None = None) -> list[int]:
     """The rows of each table at ``paths`` (those matching ``condition`` when given), counted
     side by side: a count of a small table is mostly a query's fixed cost on the driver, and
-    a stage's summary counts several tables one after another."""
+    a stage's summary counts several tables."""
     def count(path: str) -> int:
         df = read(spark, path)
         return (df if condition is None else df.where(condition)).count()
