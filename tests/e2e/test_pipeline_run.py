@@ -164,9 +164,12 @@ def test_same_rows_allows_order_and_rounding_and_nothing_else(spark):
     same = spark.createDataFrame([(2, 333333.3333334, None, "r2"), (1, 0.3, "a", "r2")],
                                  want.schema)
     assert_same_rows(same, want, ignore={"run_id"})
+    nan = spark.createDataFrame([(3, float("nan"), "c", "r3")], want.schema)
+    assert_same_rows(same.unionByName(nan), want.unionByName(nan), ignore={"run_id"})
     for got in ([(1, 0.3, "a", "r"), (2, 333333.34, None, "r")],  # the 8th digit
                 [(1, 0.3, "a", "r"), (2, 1e6 / 3, "b", "r")],
-                [(1, 0.3, "a", "r")]):
+                [(1, 0.3, "a", "r")],
+                [(1, 0.3, "a", "r"), (1, 0.3, "a", "r"), (2, 1e6 / 3, None, "r")]):
         with pytest.raises(DataFramesNotEqualError):
             assert_same_rows(spark.createDataFrame(got, want.schema), want, ignore={"run_id"})
 
