@@ -201,8 +201,9 @@ def run_stages(stages: Sequence[str], args: argparse.Namespace, cfg: Config) -> 
 
                 held.callback(registry.finish_warm_up)
                 registry.warm_up(args.lakehouse, cfg)
-            partitions = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
-            log(stage, f"start ({partitions} shuffle partitions)")
+            partitions, adaptive = size_partitions(spark, _input_bytes(spark, stage, args), cfg)
+            log(stage, f"start ({partitions} shuffle partitions"
+                       f"{'' if adaptive else ', adaptive execution off'})")
             if is_classic(spark):  # the event logs' stage (bench/event_profile.py)
                 spark.sparkContext.setLocalProperty(STAGE_PROPERTY, stage)
             else:  # the server's jobs carry the stage as an operation tag

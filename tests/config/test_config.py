@@ -107,3 +107,30 @@ def test_the_session_replays_delta_logs_in_the_configured_parallelism(spark, cfg
     from custseg.runtime.session import SNAPSHOT_PARTITIONS
 
     assert spark.conf.get(SNAPSHOT_PARTITIONS) == str(cfg["spark"]["shuffle_partitions"]) == "2"
+
+
+def test_small_inputs_run_without_adaptive_execution_unless_the_user_set_it(spark):
+    """One shuffle partition per 64 MB of input (at least 2, at most 16 here); below 64 MB
+    adaptive query execution goes off, unless spark.conf sets it or the sizing is off."""
+    from custseg.runtime.session import ADAPTIVE, SNAPSHOT_PARTITIONS, size_partitions
+
+    sized = load_config(overrides=["spark.shuffle_partitions=16"])
+    user = load_config(overrides=["spark.shuffle_partitions=16",
+                                  "spark.conf={spark.sql.adaptive.enabled: false}"])
+    fixed = load_config(overrides=["spark.shuffle_partitions=16",
+                                   "spark.adaptive_partitions=false"])
+    try:
+        assert size_partitions(spark, 10 << 20, sized) == (2, False)
+        assert spark.conf.get(ADAPTIVE) == "false"
+        assert spark.conf.get(SNAPSHOT_PARTITIONS) == "2"
+        assert size_partitions(spark, 200 << 20, sized) == (4, True)  # 200 / 64, rounded up
+        assert size_partitions(spark, 10 << 20, sized) == (2, False)
+        assert size_partitions(spark, None, sized) == (16, True)  # size unknown
+        spark.conf.set(ADAPTIVE, "false")
+        assert size_partitions(spark, 200 << 20, user) == (4, False)  # as the user set it
+        spark.conf.set(ADAPTIVE, "true")
+        assert size_partitions(spark, 10 << 20, fixed) == (16, True)
+    finally:
+        for key, value in ((ADAPTIVE, "true"), ("spark.sql.shuffle.partitions", "2"),
+                           (SNAPSHOT_PARTITIONS, "2")):
+            spark.conf.set(key, value)

@@ -254,6 +254,8 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean_run):
     assert {r.data.tags[f"custseg.{context.COLUMN}"] for r in runs} == {winner}
     said = clean_run["out"][winner]
     assert f"[run] run {winner}: custseg" in said
+    # every stage's input is under 64 MB: two shuffle partitions, no adaptive execution
+    assert said.count("start (2 shuffle partitions, adaptive execution off)") == 8
     summary = said[said.index(f"run {winner} summary"):].splitlines()[1:11]
     assert [line.split()[0] for line in summary] == [
         "stage", "ingest", "refine", "segment", "report", "clv", "audiences", "drift", "dashboard",

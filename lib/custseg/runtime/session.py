@@ -63,7 +63,7 @@ def _connect(url: str, sc: dict) -> SparkSession:
     session takes custseg's SQL settings."""
     spark = SparkSession.builder.remote(url).getOrCreate()
     settings = {"spark.sql.shuffle.partitions": str(sc["shuffle_partitions"]),
-                "spark.sql.session.timeZone": "UTC", "spark.sql.adaptive.enabled": "true",
+                "spark.sql.session.timeZone": "UTC",
                 "spark.databricks.delta.schema.autoMerge.enabled": "false",
                 **sql_defaults(sc)}
     for key, value in settings.items():
@@ -105,7 +105,6 @@ def build_spark(cfg: Config, log_file: str | None = None,
         .config("spark.ui.enabled", str(sc["ui_enabled"]).lower())
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        .config("spark.sql.adaptive.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
     )
     for key, value in {**DELTA_CONF, **sql_defaults(sc)}.items():
@@ -165,13 +164,34 @@ def partitions_for(input_bytes: int | None, most: int) -> int:
     return max(min(2, most), min(most, -(-input_bytes // BYTES_PER_PARTITION)))
 
 
-def size_partitions(spark: SparkSession, input_bytes: int | None, cfg: Config) -> int:
+ADAPTIVE = "spark.sql.adaptive.enabled"
+
+
+def _set_by_user(spark: SparkSession, key: str, cfg: Config) -> bool:
+    """Whether ``key`` came from ``spark.conf`` or the launcher (``--conf``, a cluster's
+    settings) rather than from Spark's default."""
+    if key in cfg["spark"]["conf"]:
+        return True
+    return is_classic(spark) and spark.sparkContext.getConf().contains(key)  # classic only
+
+
+def size_partitions(spark: SparkSession, input_bytes: int | None, cfg: Config
+                    ) -> tuple[int, bool]:
     """Set the session's shuffle partitions (and Delta's log-replay tasks) for the input size
-    when ``spark.adaptive_partitions`` is on; return the number in effect."""
+    when ``spark.adaptive_partitions`` is on; return the number in effect and whether adaptive
+    query execution is on.
+
+    Below one partition's worth of input (64 MB) adaptive execution is turned off too, unless
+    the user set it: its runtime statistics have nothing to re-plan there, while every query
+    pays for a job per query stage and a re-plan after each (a UCI run took 170.6 s of stages
+    without it, 183.9 s with it).
+    """
     sc = cfg["spark"]
     n = (partitions_for(input_bytes, sc["shuffle_partitions"]) if sc["adaptive_partitions"]
          else sc["shuffle_partitions"])
     spark.conf.set("spark.sql.shuffle.partitions", str(n))
     spark.conf.set(SNAPSHOT_PARTITIONS, str(n))
-    return n
-
+    if sc["adaptive_partitions"] and not _set_by_user(spark, ADAPTIVE, cfg):
+        small = input_bytes is not None and input_bytes < BYTES_PER_PARTITION
+        spark.conf.set(ADAPTIVE, str(not small).lower())
+    return n, spark.conf.get(ADAPTIVE, "true") == "true"
