@@ -128,6 +128,8 @@ def test_small_inputs_run_without_adaptive_execution_unless_the_user_set_it(spar
         assert size_partitions(spark, None, sized) == (16, True)  # size unknown
         spark.conf.set(ADAPTIVE, "False")
         assert size_partitions(spark, 200 << 20, user) == (4, False)  # as the user set it
+        spark.conf.set(ADAPTIVE, "TRUE")
+        assert size_partitions(spark, 10 << 20, user) == (2, True)
         spark.conf.set(ADAPTIVE, "true")
         assert size_partitions(spark, 10 << 20, fixed) == (16, True)
     finally:
