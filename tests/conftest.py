@@ -157,9 +157,9 @@ def assert_same_rows(got, want, ignore=(), digits: int = 9) -> None:
     if types[0] != types[1] or any(t.startswith("map<") for _, t in types[0]):
         chispa()  # maps cannot be grouped by
         return
-    # One job: how often each distinct row occurs in each table (grouping takes NaN as NaN,
+    # One query: how often each distinct row occurs in each table (grouping takes NaN as NaN,
     # null as null and -0.0 as 0.0, as chispa's comparison does). chispa sorts and collects
-    # both tables, four jobs a table; it runs only to describe a difference.
+    # both tables; it runs only to describe a difference.
     sides = got.withColumn("_side", F.lit(1)).unionByName(want.withColumn("_side", F.lit(-1)))
     counts = sides.groupBy(*keep).agg(F.sum("_side").alias("_diff"))
     if counts.where(F.col("_diff") != 0).isEmpty():
