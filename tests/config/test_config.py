@@ -136,3 +136,47 @@ def test_small_inputs_run_without_adaptive_execution_unless_the_user_set_it(spar
         for key, value in ((ADAPTIVE, "true"), ("spark.sql.shuffle.partitions", "2"),
                            (SNAPSHOT_PARTITIONS, "2")):
             spark.conf.set(key, value)
+
+
+TIER4 = ("Tier4InvocationThreshold", "Tier4MinInvocationThreshold", "Tier4CompileThreshold",
+         "Tier4BackEdgeThreshold")
+
+
+def _flags(java: str, *options: str) -> dict[str, int]:
+    """The Tier4 thresholds a JVM started with ``options`` ends up with, as it reports them."""
+    import subprocess
+
+    out = subprocess.run([java, *options, "-XX:+PrintFlagsFinal", "-version"],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[1]: int(line.split()[3]) for line in out.splitlines()
+            if len(line.split()) > 3 and line.split()[1] in TIER4}
+
+
+def test_the_driver_jvm_compiles_later_and_the_users_flags_win(spark):
+    """The session's driver JVM (built by build_spark with the default jit_scale, 4) holds
+    four times the JDK's own Tier4 thresholds, as a plain JVM of the same JDK reports them; a
+    threshold in the user's spark.driver.extraJavaOptions beats custseg's, and jit_scale 1
+    leaves the JDK's."""
+    import shlex
+
+    from custseg.runtime.session import driver_options
+
+    jvm = spark.sparkContext._jvm  # classic: the test session
+    java = f"{jvm.java.lang.System.getProperty('java.home')}/bin/java"
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    jdk = _flags(java)
+    assert sorted(jdk) == sorted(TIER4)
+    assert {f: int(bean.getVMOption(f).getValue()) for f in TIER4} == {
+        f: 4 * v for f, v in jdk.items()}
+
+    def options(*overrides: str) -> list[str]:
+        sc = load_config(overrides=["spark.class_archive=false", *overrides])["spark"]
+        return shlex.split(driver_options(sc, [], None, False))
+
+    user = options("spark.conf={spark.driver.extraJavaOptions: "
+                   "'-XX:Tier4InvocationThreshold=7000'}")
+    assert _flags(java, *user) == {**{f: 4 * v for f, v in jdk.items()},
+                                   "Tier4InvocationThreshold": 7000}
+    assert options("spark.jit_scale=1") == []
+    assert _flags(java, *options("spark.jit_scale=2")) == {f: 2 * v for f, v in jdk.items()}

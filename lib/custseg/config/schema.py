@@ -106,6 +106,7 @@ class Spark(Section):
     adaptive_partitions: bool
     ui_enabled: bool
     class_archive: bool
+    jit_scale: AtLeast1
     conf: dict[str, Annotated[Any, AfterValidator(_scalar)]]
 
 
