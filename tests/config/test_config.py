@@ -142,21 +142,27 @@ TIER4 = ("Tier4InvocationThreshold", "Tier4MinInvocationThreshold", "Tier4Compil
          "Tier4BackEdgeThreshold")
 
 
-def _flags(java: str, *options: str) -> dict[str, int]:
-    """The Tier4 thresholds a JVM started with ``options`` ends up with, as it reports them."""
+HUGE = "DontCompileHugeMethods"
+
+
+def _flags(java: str, *options: str, names: tuple[str, ...] = TIER4) -> dict:
+    """The values of the flags ``names`` that a JVM started with ``options`` ends up with, as
+    it reports them: integers for the Tier4 thresholds, else the JVM's text."""
     import subprocess
 
     out = subprocess.run([java, *options, "-XX:+PrintFlagsFinal", "-version"],
                          capture_output=True, text=True, check=True).stdout
-    return {line.split()[1]: int(line.split()[3]) for line in out.splitlines()
-            if len(line.split()) > 3 and line.split()[1] in TIER4}
+    rows = [line.split() for line in out.splitlines()]
+    return {r[1]: int(r[3]) if r[1] in TIER4 else r[3] for r in rows
+            if len(r) > 3 and r[1] in names}
 
 
-def test_the_driver_jvm_compiles_later_and_the_users_flags_win(spark):
+def test_the_driver_jvm_compiles_later_and_huge_methods_and_the_users_flags_win(spark):
     """The session's driver JVM (built by build_spark with the default jit_scale, 4) holds
-    four times the JDK's own Tier4 thresholds, as a plain JVM of the same JDK reports them; a
-    threshold in the user's spark.driver.extraJavaOptions beats custseg's, and jit_scale 1
-    leaves the JDK's."""
+    four times the JDK's own Tier4 thresholds, as a plain JVM of the same JDK reports them, and
+    compiles huge methods, which the JDK does not by default; a flag in the user's
+    spark.driver.extraJavaOptions beats custseg's, and jit_scale 1 leaves the JDK's
+    thresholds."""
     import shlex
 
     from custseg.runtime.session import driver_options
@@ -169,6 +175,8 @@ def test_the_driver_jvm_compiles_later_and_the_users_flags_win(spark):
     assert sorted(jdk) == sorted(TIER4)
     assert {f: int(bean.getVMOption(f).getValue()) for f in TIER4} == {
         f: 4 * v for f, v in jdk.items()}
+    assert _flags(java, names=(HUGE,)) == {HUGE: "true"}
+    assert bean.getVMOption(HUGE).getValue() == "false"
 
     def options(*overrides: str) -> list[str]:
         sc = load_config(overrides=["spark.class_archive=false", *overrides])["spark"]
@@ -178,5 +186,8 @@ def test_the_driver_jvm_compiles_later_and_the_users_flags_win(spark):
                    "'-XX:Tier4InvocationThreshold=7000'}")
     assert _flags(java, *user) == {**{f: 4 * v for f, v in jdk.items()},
                                    "Tier4InvocationThreshold": 7000}
-    assert options("spark.jit_scale=1") == []
+    assert options("spark.jit_scale=1") == ["-XX:-DontCompileHugeMethods"]
+    assert _flags(java, *options("spark.conf={spark.driver.extraJavaOptions: "
+                                 "'-XX:+DontCompileHugeMethods'}"), names=(HUGE,)) == {
+        HUGE: "true"}
     assert _flags(java, *options("spark.jit_scale=2")) == {f: 2 * v for f, v in jdk.items()}
