@@ -73,12 +73,15 @@ def browser_page(built):
 
 
 def _drawn(png: bytes) -> tuple[int, float]:
-    """Distinct colours and the share of pixels that are not near-white."""
+    """Distinct colours and the share of pixels that are not near-white.
+
+    Pillow counts the colours (``getcolors``, in C): NumPy's row-wise ``unique`` took 31 s on
+    the full-page screenshot alone."""
     from PIL import Image
 
-    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    colours = len(np.unique(img.reshape(-1, 3), axis=0))
-    ink = float((img.sum(axis=2) < 720).mean())
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = len(img.getcolors(maxcolors=1 << 24))  # every RGB colour fits
+    ink = float((np.asarray(img, dtype=np.uint16).sum(axis=2) < 720).mean())
     return colours, ink
 
 
