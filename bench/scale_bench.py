@@ -10,7 +10,9 @@ single-process pandas + scikit-learn approach on the same inputs for comparison.
 customers. Each scale runs ``custseg run`` as its own process on a fresh lakehouse, so the
 figures are what a user gets; a sampler reads the resident memory of the driver's Python process
 and of its JVM (in local mode the driver and the executor share that JVM) twice a second and
-keeps the peak of each stage. Ratios compare each stage with the scale before it.
+keeps the peak of each stage, with the CPU seconds each used and the share of the machine's CPU
+time the hypervisor stole (on a virtual machine the same code's times vary with it). Ratios
+compare each stage with the scale before it.
 """
 
 from __future__ import annotations
@@ -83,19 +85,75 @@ def _is_java(pid: int) -> bool:
         return False
 
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+with open("/proc/stat") as _fh:
+    CORES = sum(1 for line in _fh if line.startswith("cpu") and line[3].isdigit())
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """The machine's CPU time so far from ``/proc/stat``, all cores, in clock ticks: (all, idle
+    or waiting for I/O, stolen). Stolen time is what the hypervisor gave other guests while this
+    one wanted to run; a virtual machine's figures from two days are comparable only with it
+    beside them."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:9]]
+    return sum(fields), fields[3] + fields[4], fields[7]
+
+
+def cpu_load(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[float, float]:
+    """Cores busy (neither idle, waiting for I/O nor stolen) and the stolen share between two
+    ``machine_ticks`` readings."""
+    every, idle, stolen = (b - a for a, b in zip(before, after, strict=True))
+    if every <= 0:
+        return 0.0, 0.0
+    return CORES * (1 - (idle + stolen) / every), stolen / every
+
+
+def process_ticks(pid: int) -> int:
+    """User and system CPU time of one process so far, in clock ticks (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 class Sampler(threading.Thread):
-    """Peak resident memory of the driver (Python) and of its JVM, per stage."""
+    """Per stage: peak resident memory of the driver (Python) and of its JVM, the CPU seconds
+    each used, and the share of the machine's CPU time stolen by the hypervisor."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.stage, self.peaks = pid, "start", {}
+        self.cpu: dict[str, list[float]] = {}  # stage: [python, jvm, all ticks, stolen ticks]
         self.stopped = threading.Event()
+        self._jvms: dict[int, int] = {}  # every JVM seen: its last CPU ticks
+        self._last = (process_ticks(pid), 0, *machine_ticks()[::2])
+
+    def _tick(self) -> None:
+        jvms = [p for p in _descendants(self.pid) if _is_java(p)]
+        for p in jvms:
+            self._jvms[p] = max(self._jvms.get(p, 0), process_ticks(p))
+        now = (process_ticks(self.pid), sum(self._jvms.values()),
+               *machine_ticks()[::2])
+        spent = self.cpu.setdefault(self.stage, [0.0, 0.0, 0.0, 0.0])
+        for i, (a, b) in enumerate(zip(self._last, now, strict=True)):
+            spent[i] += max(b - a, 0)
+        self._last = (max(now[0], self._last[0]), *now[1:])
+        driver, jvm_peak = self.peaks.get(self.stage, (0.0, 0.0))
+        self.peaks[self.stage] = (max(driver, _rss_mb(self.pid)),
+                                  max(jvm_peak, sum(_rss_mb(p) for p in jvms)))
 
     def run(self) -> None:
         while not self.stopped.wait(0.5):
-            jvm = sum(_rss_mb(p) for p in _descendants(self.pid) if _is_java(p))
-            driver, jvm_peak = self.peaks.get(self.stage, (0.0, 0.0))
-            self.peaks[self.stage] = (max(driver, _rss_mb(self.pid)), max(jvm_peak, jvm))
+            self._tick()
+
+
+def _cpu(spent: list[float]) -> dict:
+    python, jvm, every, stolen = spent
+    return {"python_cpu": python / CLOCK_TICK, "jvm_cpu": jvm / CLOCK_TICK,
+            "steal": stolen / every if every else 0.0}
 
 
 def run_pipeline(data: str, root: str, settings: list[str], log: Path) -> dict:
@@ -126,10 +184,11 @@ def run_pipeline(data: str, root: str, settings: list[str], log: Path) -> dict:
         raise SystemExit(f"custseg run failed ({proc.returncode}); see {log}")
     for stage, (driver, jvm) in sampler.peaks.items():
         if stage in table:
-            table[stage].update(driver_mb=driver, jvm_mb=jvm)
+            table[stage].update(driver_mb=driver, jvm_mb=jvm, **_cpu(sampler.cpu[stage]))
     table["total"] = {"rows": table["ingest"]["rows"], "seconds": time.time() - started,
                       "driver_mb": max(v[0] for v in sampler.peaks.values()),
-                      "jvm_mb": max(v[1] for v in sampler.peaks.values())}
+                      "jvm_mb": max(v[1] for v in sampler.peaks.values()),
+                      **_cpu([sum(c) for c in zip(*sampler.cpu.values(), strict=True)])}
     return table
 
 
@@ -183,8 +242,8 @@ def main() -> None:
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GiB; "
              f"settings: {' '.join(args.set) or 'defaults'}", ""]
     header = ("| scale | stage | rows | seconds | rows/s | driver peak MB | JVM peak MB | "
-              "time ratio | data ratio |")
-    spark_rows = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "CPU s Python / JVM | steal % | time ratio | data ratio |")
+    spark_rows = [header, "| --- " * 11 + "|"]
     pandas_rows = ["| scale | step | seconds | peak MB | status |",
                    "| --- | --- | --- | --- | --- |"]
     previous: dict | None = None
@@ -222,13 +281,17 @@ def main() -> None:
             spark_rows.append(
                 f"| {scale} | {stage} | {s['rows']:,} | {s['seconds']:.1f} | "
                 f"{s['rows'] / max(s['seconds'], 1e-9):,.0f} | {s.get('driver_mb', 0):,.0f} | "
-                f"{s.get('jvm_mb', 0):,.0f} | {ratio} | {data_ratio} |")
+                f"{s.get('jvm_mb', 0):,.0f} | {s.get('python_cpu', 0):,.1f} / "
+                f"{s.get('jvm_cpu', 0):,.1f} | {100 * s.get('steal', 0):.0f} | {ratio} | "
+                f"{data_ratio} |")
         print("\n".join(spark_rows[-len(STAGES) - 1:]), flush=True)
         previous = {"table": table, "lines": n_lines, "scale": scale}
         if not args.no_pandas and (not args.pandas_scales
                                    or scale in args.pandas_scales.split(",")):
+            before = machine_ticks()
             steps, status, wall = run_pandas(data, args.pandas_timeout,
                                              args.pandas_memory_gb)
+            status += f"; steal {cpu_load(before, machine_ticks())[1]:.0%}"
             for st in steps:
                 if st["step"].startswith("kmeans k="):
                     continue
