@@ -3,6 +3,7 @@ with a signal and started again, and the same input run twice."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from delta.tables import DeltaTable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from custseg.cli import PIPELINE
 from custseg.errors import ConfigError, LakehouseBusy
@@ -229,6 +231,13 @@ def test_event_logs_tell_stages_and_writes_apart(clean_run):
     assert ("report", "gold/report_sales") in writes
 
 
+def _commit_infos(table: Path) -> list[dict]:
+    """The ``commitInfo`` of every commit in a Delta table's log, read as JSON."""
+    actions = [json.loads(line) for log in sorted(table.glob("_delta_log/*.json"))
+               for line in log.read_text().splitlines()]
+    return [a["commitInfo"] for a in actions if "commitInfo" in a]
+
+
 def test_every_table_and_mlflow_run_records_the_run_id(spark, clean_run):
     from mlflow import MlflowClient
 
@@ -239,13 +248,16 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean_run):
     tables = _tables(clean_run["root"])
     assert {"bronze/raw_invoices", "silver/fct_invoices", "silver/quarantine",
             "gold/rfm_segments", "gold/clv_predictions", "ops/stage_runs"} <= set(tables)
-    for table in tables:
-        path = f"{clean_run['root']}/{table}"
-        ids = {r[0] for r in lakehouse.read(spark, path).select(context.COLUMN)
-               .distinct().collect()}
-        assert ids == {winner}, table
-        metadata = [json.loads(r[0]) for r in DeltaTable.forPath(spark, path).history()
-                    .select("userMetadata").collect() if r[0]]
+    # every table's run ids in one query, not one a table
+    ids = functools.reduce(DataFrame.unionByName, [
+        lakehouse.read(spark, f"{clean_run['root']}/{t}").select(
+            F.lit(t).alias("table"), context.COLUMN) for t in tables])
+    found = {r["table"]: set(r["ids"]) for r in ids.groupBy("table").agg(
+        F.collect_set(context.COLUMN).alias("ids")).collect()}
+    assert found == {t: {winner} for t in tables}
+    for table in tables:  # each commit's metadata, as written in the table's log
+        metadata = [json.loads(info["userMetadata"]) for info in _commit_infos(
+            Path(clean_run["root"], table)) if info.get("userMetadata")]
         assert metadata and all(m[context.COLUMN] == winner for m in metadata), table
     registry.configure(clean_run["root"], load_config())
     client = MlflowClient()
