@@ -128,8 +128,9 @@ class Sampler(threading.Thread):
         self.pid, self.stage, self.peaks = pid, "start", {}
         self.cpu: dict[str, list[float]] = {}  # stage: [python, jvm, all ticks, stolen ticks]
         self.stopped = threading.Event()
-        self._jvms: dict[int, int] = {}  # every JVM seen: its last CPU ticks
-        self._last = (process_ticks(pid), 0, *machine_ticks()[::2])
+        # every JVM seen: its last CPU ticks (those already running count from now on)
+        self._jvms = {p: process_ticks(p) for p in _descendants(pid) if _is_java(p)}
+        self._last = (process_ticks(pid), sum(self._jvms.values()), *machine_ticks()[::2])
 
     def _tick(self) -> None:
         jvms = [p for p in _descendants(self.pid) if _is_java(p)]
