@@ -248,7 +248,7 @@ def test_every_table_and_mlflow_run_records_the_run_id(spark, clean_run):
     tables = _tables(clean_run["root"])
     assert {"bronze/raw_invoices", "silver/fct_invoices", "silver/quarantine",
             "gold/rfm_segments", "gold/clv_predictions", "ops/stage_runs"} <= set(tables)
-    # every table's run ids in one query, not one a table
+    # every table's run ids in one query, not one a table; collected: a row a table
     ids = functools.reduce(DataFrame.unionByName, [
         lakehouse.read(spark, f"{clean_run['root']}/{t}").select(
             F.lit(t).alias("table"), context.COLUMN) for t in tables])
