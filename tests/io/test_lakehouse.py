@@ -1,30 +1,44 @@
-"""``lakehouse``: Delta's quick check for a yes, the history query for a no; counts; stats."""
+"""``lakehouse``: Delta's quick check for a yes, the log's listing for a no and for versions;
+counts; stats."""
 
 from __future__ import annotations
 
 import shutil
 import threading
 
+from pyspark.errors import AnalysisException
+
 from custseg.io import lakehouse
 
 
-def test_exists_answers_as_the_history_query_does(spark, tmp_path):
+def _history_version(spark, path: str) -> int | None:
+    """The second method: Delta's own history of the table."""
+    try:
+        return spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"]
+    except AnalysisException:
+        return None
+
+
+def test_exists_and_version_answer_as_the_history_query_does(spark, tmp_path):
     table = str(tmp_path / "table")
     spark.range(3).write.format("delta").save(table)
+    spark.range(2).write.format("delta").mode("append").save(table)
+    spark.range(1).write.format("delta").mode("overwrite").save(table)
     (tmp_path / "plain").mkdir()
     (tmp_path / "empty_log" / "_delta_log").mkdir(parents=True)
     spark.range(3).write.parquet(str(tmp_path / "parquet"))
-    cases = {table: True, str(tmp_path / "missing"): False, str(tmp_path / "plain"): False,
-             str(tmp_path / "empty_log"): False, str(tmp_path / "parquet"): False,
-             f"{table}/_delta_log": False, f"file://{table}": True}
+    cases = {table: 2, str(tmp_path / "missing"): None, str(tmp_path / "plain"): None,
+             str(tmp_path / "empty_log"): None, str(tmp_path / "parquet"): None,
+             f"{table}/_delta_log": None, f"file://{table}": 2}
     for path, want in cases.items():
-        assert lakehouse.exists(spark, path) is want, path
-        assert (lakehouse._last_commit(spark, path) is not None) is want, path
+        assert _history_version(spark, path) == want, path
+        assert lakehouse.version(spark, path) == want, path
+        assert lakehouse.exists(spark, path) is (want is not None), path
 
 
 def test_a_table_another_process_wrote_after_this_session_looked_is_seen(spark, tmp_path):
     """Delta's check keeps the log as this session last read it: it says no here, and the
-    history query, which reads the log again, says yes."""
+    log's listing, read again, says yes."""
     path = tmp_path / "later"
     (path / "_delta_log").mkdir(parents=True)
     assert not lakehouse.exists(spark, str(path))
@@ -33,6 +47,7 @@ def test_a_table_another_process_wrote_after_this_session_looked_is_seen(spark, 
     shutil.rmtree(path)
     shutil.copytree(elsewhere, path)  # the table appears without this session writing it
     assert lakehouse.exists(spark, str(path))
+    assert lakehouse.version(spark, str(path)) == 0
     assert lakehouse.read(spark, str(path)).count() == 4
 
 

@@ -41,6 +41,7 @@ def test_files_lists_every_file_below_with_its_size(store, tmp_path):
     got = [(name, size) for name, size, _ in fs.files(f"{base}/d")]
     assert got == [(f"{base}/d/a.csv", 5), (f"{base}/d/e/b.csv", 2)]
     assert [s for _, s, _ in fs.files(f"{base}/d/a.csv")] == [5]
+    assert fs.files(f"{base}/nothing/here") == []
 
 
 def test_of_runs_that_both_find_no_lock_only_one_keeps_it(tmp_path):

@@ -9,43 +9,50 @@ rows and its commit (``userMetadata``) with the pipeline run id.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
 
+from custseg.io import storage
 from custseg.io.paths import is_uri, normalise_root, table_path  # noqa: F401 (re-exported)
 from custseg.runtime import context, session
 from custseg.runtime.threads import run_all
 
+_COMMIT = re.compile(r"(\d{20})\.json")
 
-def _last_commit(spark: SparkSession, path: str) -> Row | None:
-    """The last entry of a table's history, None when no Delta table is at ``path``.
 
-    SQL rather than the ``DeltaTable`` API, which needs Delta's Connect plugin on a Spark
-    Connect server (none is published for this Delta version)."""
-    try:
-        return spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
-    except AnalysisException:
-        return None
+def version(spark: SparkSession, path: str) -> int | None:
+    """Latest committed version of a table, None when no Delta table is at ``path``: the
+    highest commit file in its ``_delta_log``, as the storage lists it now.
+
+    A listing takes about a millisecond on a local disk (one LIST on an object store), against
+    0.2 to 0.4 s for ``DESCRIBE HISTORY`` in a warm session and a second in a new one, and
+    ``memo`` asks for the version of every input of every step. It needs no Spark, so it is the
+    same under Spark Connect. (A catalog-managed table's unpublished commits are not listed
+    there; custseg's tables are path-based.)
+    """
+    log = f"{path}/_delta_log"
+    found = [int(m.group(1)) for name, _, _ in storage.for_path(log, spark).files(log)
+             if (m := _COMMIT.fullmatch(name[len(log) + 1:]))]
+    return max(found) if found else None
 
 
 def exists(spark: SparkSession, path: str) -> bool:
     """True when a Delta table is at ``path``.
 
     In a classic session Delta's own check answers a yes from the table's log, with no Spark
-    job (3 ms a call against 100 to 150 ms for the history query, some fifty times a run). Its
-    no is not trusted: it comes from the log as this session last read it, so a table another
-    process has written since would be missed; the history query reads the log again.
+    job. Its no is not trusted: it comes from the log as this session last read it, so a table
+    another process has written since would be missed; the log is listed again for it.
     """
     if session.is_classic(spark):
         from delta.tables import DeltaTable
 
         if DeltaTable.isDeltaTable(spark, path):
             return True
-    return _last_commit(spark, path) is not None
+    return version(spark, path) is not None
 
 
 def read(spark: SparkSession, path: str) -> DataFrame:
@@ -63,12 +70,6 @@ def row_counts(spark: SparkSession, paths: list[str],
         return (df if condition is None else df.where(condition)).count()
 
     return run_all([lambda p=p: count(p) for p in paths])
-
-
-def version(spark: SparkSession, path: str) -> int | None:
-    """Latest committed version of a table, or None when there is no table."""
-    row = _last_commit(spark, path)
-    return int(row["version"]) if row else None
 
 
 def size_bytes(spark: SparkSession, path: str) -> int | None:

@@ -168,13 +168,15 @@ class ArrowStorage:
             filesystem.delete_file(inner)
 
     def files(self, path: str) -> list[tuple[str, int, int]]:
-        """Every file at or below ``path``: (URI as ``path`` spells it, size, mtime in ms)."""
+        """Every file at or below ``path``: (URI as ``path`` spells it, size, mtime in ms); none
+        when nothing is there, as for a local path."""
         from pyarrow import fs
 
         filesystem, inner = self._fs(path)
         info = filesystem.get_file_info(inner)
         found = [info] if info.type == fs.FileType.File else [
-            i for i in filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
+            i for i in filesystem.get_file_info(
+                fs.FileSelector(inner, recursive=True, allow_not_found=True))
             if i.type == fs.FileType.File]
         base, cut = path.rstrip("/"), len(inner.rstrip("/"))
         return sorted((base + i.path[cut:], i.size, int(i.mtime_ns // 1_000_000))
