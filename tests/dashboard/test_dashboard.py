@@ -196,6 +196,29 @@ def test_dashboard_is_the_last_stage_of_run():
     assert PIPELINE[-2:] == ("drift", "dashboard")
 
 
+def test_the_page_is_written_again_only_when_a_setting_it_shows_changed(built, tmp_path,
+                                                                         capsys):
+    """A table's new version is the other cause, as for every step (tests/runtime/test_memo.py);
+    the tables the page reads are ``collect.INPUTS``, and ``collect`` reads no other."""
+    out = tmp_path / "page.html"
+    sets = [s for item in FAST for s in ("--set", item)]
+    args = ["dashboard", "--lakehouse", built["root"], "--out", str(out), *sets]
+
+    def dashboard(*extra: str) -> str:
+        assert main([*args, *extra]) == 0
+        return capsys.readouterr().out
+
+    assert f"wrote {out}" in dashboard()
+    first, written = out.read_text(encoding="utf-8"), out.stat().st_mtime_ns
+    # how Spark runs is not shown on the page
+    said = dashboard("--set", "spark.shuffle_partitions=3")
+    assert f"{out}: same inputs and settings as run" in said and "nothing written" in said
+    assert out.stat().st_mtime_ns == written
+    assert "€" not in first
+    assert f"wrote {out}" in dashboard("--set", "dashboard.currency=€")
+    assert "€" in out.read_text(encoding="utf-8")
+
+
 def test_drift_flags_match_the_report_and_tag_the_champions(browser_page, built, spark):
     from mlflow import MlflowClient
 

@@ -1,5 +1,6 @@
 """materialise: a step is built once per key (its inputs' versions and its settings), built
-again when an input, a setting or an output changes, and recorded only when its build ends."""
+again when an input, a setting or an output (a table or a file) changes, and recorded only when
+its build ends."""
 
 from __future__ import annotations
 
@@ -52,6 +53,25 @@ def test_a_step_is_built_again_only_when_its_key_or_output_changes(spark, root):
     # the key names the input's version (0, then 1 after the overwrite) and the setting
     assert '"silver/a": 0' in calls[0] and '"n": 1' in calls[0]
     assert '"silver/a": 1' in calls[2] and '"n": 2' in calls[2]
+
+
+def test_a_step_whose_file_is_gone_is_built_again(spark, root, tmp_path):
+    page = tmp_path / "out" / "page.html"
+    step = memo.Step("t", "page", inputs=[("silver", "a")], outputs=(), files=(str(page),))
+    calls: list[str] = []
+
+    def build(key: str) -> None:
+        calls.append(key)
+        page.parent.mkdir(exist_ok=True)
+        page.write_text("drawn")
+
+    with context.active("first"):
+        assert memo.materialise(spark, root, step, build) is None
+    with context.active("second"):
+        assert memo.materialise(spark, root, step, build) == "first"
+        page.unlink()
+        assert memo.materialise(spark, root, step, build) is None
+    assert len(calls) == 2 and page.read_text() == "drawn"
 
 
 def test_steps_built_together_are_recorded_in_one_commit_and_a_failed_one_not_at_all(

@@ -33,6 +33,17 @@ from custseg.ml import drift
 from custseg.runtime.threads import run_all
 from custseg.transforms import insights
 
+# Every table the page reads (``_table`` reads no other): the dashboard stage writes the page
+# again only when one of them has a new version.
+INPUTS: tuple[tuple[str, str], ...] = (
+    ("silver", FACT), ("silver", QUARANTINE), ("silver", REFINE_LOG),
+    ("gold", "report_transactions"), ("gold", "report_customers"),
+    ("gold", "report_year_invoices"), ("gold", "report_product_invoices"),
+    ("gold", "country_activity"), ("gold", "purchase_nature"), ("gold", RFM_SEGMENTS),
+    ("gold", CUSTOMER_CLUSTERS), ("gold", CLUSTER_PROFILES), ("gold", CLUSTER_SELECTION),
+    ("gold", CLV_PREDICTIONS), ("gold", "clv_backtest"), ("gold", "clv_backtest_deciles"),
+    ("gold", "clv_calibration"), ("gold", "drift_report"), ("gold", "segment_migration"),
+    ("gold", "audiences"))
 TOP_SHARE = 0.2
 SPEND_BANDS = [0.0, 1.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, math.inf]
 TIER_ORDER = ("Low", "Mid", "High")
@@ -60,6 +71,8 @@ class Page:
 
 
 def _table(spark: SparkSession, root: str, layer: str, name: str) -> DataFrame | None:
+    if (layer, name) not in INPUTS:  # a page read from an undeclared table could go stale
+        raise ValueError(f"{layer}/{name} is not among the dashboard's INPUTS")
     path = lakehouse.table_path(root, layer, name)
     return lakehouse.read(spark, path) if lakehouse.exists(spark, path) else None
 

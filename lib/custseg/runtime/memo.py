@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custseg.io import lakehouse
+from custseg.io import lakehouse, storage
 from custseg.runtime.context import COLUMN, current
 from custseg.runtime.threads import run_all
 
@@ -29,13 +29,14 @@ Table = tuple[str, str]
 @dataclass(frozen=True)
 class Step:
     """What a build reads, uses and writes; ``scope`` tells its runs apart (an as-of date, a
-    report's name)."""
+    report's name). ``files`` are outputs outside the tables (the dashboard's page)."""
 
     stage: str
     scope: str
     inputs: Sequence[Table]
     outputs: Sequence[Table]
     settings: Mapping[str, object] = field(default_factory=dict)
+    files: Sequence[str] = ()
 
 
 def _key(step: Step, versions: Mapping[Table, int | None]) -> str:
@@ -78,7 +79,8 @@ def materialise_all(spark: SparkSession, root: str,
         key = _key(step, versions)
         held = last.get((step.stage, step.scope))
         if held is not None and held[0] == key and all(
-                lakehouse.exists(spark, lakehouse.table_path(root, *o)) for o in step.outputs):
+                lakehouse.exists(spark, lakehouse.table_path(root, *o)) for o in step.outputs
+        ) and all(storage.for_path(f, spark).exists(f) for f in step.files):
             done.append(held[1])
             continue
         todo.append((step, build, key))
