@@ -4,7 +4,6 @@ it shows changed, or when it is gone, like every other stage's output."""
 
 from __future__ import annotations
 
-import os
 import time
 
 from pyspark.sql import SparkSession
@@ -31,8 +30,7 @@ def dashboard(spark: SparkSession, root: str, cfg: Config, out: str | None = Non
     was built from the same table versions and settings."""
     start = time.time()
     summary = StageSummary("dashboard")
-    target = out or default_out(root, cfg)
-    target = target if lakehouse.is_uri(target) else os.path.abspath(target)
+    target = lakehouse.normalise_root(out or default_out(root, cfg))  # absolute, or a URI
 
     def build(_key: str) -> None:
         page = collect.collect(spark, root, cfg)
