@@ -45,7 +45,7 @@ def _features(spark):
 
 
 def test_same_clusters_whatever_the_partitioning(spark):
-    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=4"])
+    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=4", "cluster.resamples=2"])
     features = _features(spark).cache()
     shuffled = features.repartition(7, F.rand(3)).cache()
     model_a, sweep_a = fit_clusters(features, cfg)
@@ -225,7 +225,7 @@ def test_names_from_robust_z_scores():
 
 
 def test_sweep_on_a_sample_fits_the_chosen_k_on_everyone(spark):
-    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=4",
+    cfg = load_config(overrides=["cluster.k_min=2", "cluster.k_max=4", "cluster.resamples=2",
                                  "cluster.sweep_sample=150"])
     features = _features(spark).cache()
     model, sweep = fit_clusters(features, cfg)
