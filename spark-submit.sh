@@ -45,5 +45,6 @@ exec "$SPARK_HOME/bin/spark-submit" \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --conf spark.sql.session.timeZone=UTC \
   --conf spark.ui.showConsoleProgress=false \
+  --conf spark.sql.codegen.cache.maxEntries=2000 \
   --driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties $CDS" \
   "${ARGS[@]}"

@@ -258,13 +258,13 @@ def connect_server(tmp_path_factory):
     import time
 
     from custseg.runtime.jars import ensure_delta_jars
-    from custseg.runtime.session import DELTA_CONF
+    from custseg.runtime.session import CODEGEN_CACHE, DELTA_CONF
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    conf = {**DELTA_CONF, "spark.connect.grpc.binding.address": "127.0.0.1",
+    conf = {**DELTA_CONF, **CODEGEN_CACHE, "spark.connect.grpc.binding.address": "127.0.0.1",
             "spark.connect.grpc.binding.port": str(port), "spark.sql.shuffle.partitions": "2",
             "spark.ui.enabled": "false", "spark.driver.memory": "2g"}
     cmd = [str(Path(sys.executable).parent / "spark-submit"), "--class",

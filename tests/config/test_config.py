@@ -109,6 +109,13 @@ def test_the_session_replays_delta_logs_in_the_configured_parallelism(spark, cfg
     assert spark.conf.get(SNAPSHOT_PARTITIONS) == str(cfg["spark"]["shuffle_partitions"]) == "2"
 
 
+def test_the_session_keeps_two_thousand_generated_classes(spark):
+    """Spark's default of 100 made a run compile about 600 of its classes twice; the value is
+    static, so the JVM the tests share must have been started with it."""
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "2000"
+    assert spark.sparkContext.getConf().get("spark.sql.codegen.cache.maxEntries") == "2000"
+
+
 def test_small_inputs_run_without_adaptive_execution_unless_the_user_set_it(spark):
     """One shuffle partition per 64 MB of input (at least 2, at most 16 here); below 64 MB
     adaptive query execution goes off, unless spark.conf sets it or the sizing is off."""
