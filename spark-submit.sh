@@ -28,14 +28,12 @@ if [[ ${#ARGS[@]} -eq 0 ]]; then
   exit 2
 fi
 
-ZIP="$(cd "$HERE" && PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.package "$HERE/dist")"
-JARS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.jars)"
-SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"
+# the zip, the jars, Spark's home and the driver's class archive (when the driver runs here),
+# decided in one Python process: custseg/runtime/submit.py
+SETTINGS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.submit "$HERE/dist" "${ARGS[@]}")"
+eval "$SETTINGS"
 export SPARK_HOME
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
-# the driver's classes from the archive `custseg run` recorded, when the driver runs here;
-# only a speed-up, so a failure to decide leaves it out rather than stopping the job
-CDS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.class_archive "$JARS" "${ARGS[@]}" || true)"
 
 exec "$SPARK_HOME/bin/spark-submit" \
   --master "$MASTER" \

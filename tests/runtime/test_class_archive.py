@@ -80,3 +80,34 @@ def test_spark_submit_maps_the_archive_only_when_the_driver_runs_here(tmp_path, 
     monkeypatch.setenv("DEPLOY_MODE", "client")
     assert class_archive.submit_options([], job) == mapped
     assert class_archive.submit_options([], ["--driver-java-options", "-Xshare:off", *job]) == ""
+
+
+def test_spark_submit_sh_reads_every_value_back_through_the_shell(tmp_path, monkeypatch):
+    """spark-submit.sh evaluates ``custseg.runtime.submit``'s output: folders with spaces,
+    quotes and a dollar sign, and the archive's quoted option, come back whole in bash."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyspark
+
+    from custseg.runtime.jars import ensure_delta_jars
+
+    cds, dist = tmp_path / "cds 'x'", tmp_path / "dist $HOME"
+    monkeypatch.setenv("CUSTSEG_CDS_DIR", str(cds))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2] / "lib"))
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    jars = ensure_delta_jars()
+    archive = class_archive.archive_path(jars)
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"archive")
+    script = (f'eval "$("{sys.executable}" -m custseg.runtime.submit "$0" jobs/ingest.py)"; '
+              'printf "%s\\n" "$ZIP" "$JARS" "$SPARK_HOME" "$CDS"')
+    for mode, cds_option in (("client", f'"-XX:SharedArchiveFile={archive}" -Xlog:cds*=off'),
+                             ("cluster", "")):
+        monkeypatch.setenv("DEPLOY_MODE", mode)
+        out = subprocess.run(["bash", "-c", script, str(dist)], capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+        assert out[:4] == [str(dist / "custseg.zip"), ",".join(jars),
+                           os.path.dirname(pyspark.__file__), cds_option], mode
+        assert (dist / "custseg.zip").is_file()

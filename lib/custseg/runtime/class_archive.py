@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,7 +177,3 @@ def submit_options(jars: list[str], args: Sequence[str]) -> str:
     if _deploy_mode(args) != "client":
         return ""
     return java_options(jars, " ".join(args), record=False)
-
-
-if __name__ == "__main__":  # spark-submit.sh: JARS (comma-separated), then its arguments
-    print(submit_options(sys.argv[1].split(",") if sys.argv[1] else [], sys.argv[2:]))
