@@ -28,8 +28,8 @@ if [[ ${#ARGS[@]} -eq 0 ]]; then
   exit 2
 fi
 
-# the zip, the jars, Spark's home and the driver's class archive (when the driver runs here),
-# decided in one Python process: custseg/runtime/submit.py
+# the zip, the jars, Spark's home, the driver's class archive (when the driver runs here) and
+# the settings custseg's own sessions start with, in one Python process: custseg/runtime/submit.py
 SETTINGS="$(PYTHONPATH="$HERE/lib" "$PY" -m custseg.runtime.submit "$HERE/dist" "${ARGS[@]}")"
 eval "$SETTINGS"
 export SPARK_HOME
@@ -39,10 +39,6 @@ exec "$SPARK_HOME/bin/spark-submit" \
   --master "$MASTER" \
   --py-files "$ZIP" \
   --jars "$JARS" \
-  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-  --conf spark.sql.session.timeZone=UTC \
-  --conf spark.ui.showConsoleProgress=false \
-  --conf spark.sql.codegen.cache.maxEntries=2000 \
+  "${CONF[@]}" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties $CDS" \
   "${ARGS[@]}"

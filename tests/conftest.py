@@ -258,7 +258,7 @@ def connect_server(tmp_path_factory):
     import time
 
     from custseg.runtime.jars import ensure_delta_jars
-    from custseg.runtime.session import CODEGEN_CACHE, DELTA_CONF
+    from custseg.runtime.spark_conf import CODEGEN_CACHE, DELTA_CONF
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -84,7 +84,8 @@ def test_spark_submit_maps_the_archive_only_when_the_driver_runs_here(tmp_path, 
 
 def test_spark_submit_sh_reads_every_value_back_through_the_shell(tmp_path, monkeypatch):
     """spark-submit.sh evaluates ``custseg.runtime.submit``'s output: folders with spaces,
-    quotes and a dollar sign, and the archive's quoted option, come back whole in bash."""
+    quotes and a dollar sign, the archive's quoted option and the launch settings come back
+    whole in bash."""
     import subprocess
     import sys
     from pathlib import Path
@@ -92,6 +93,7 @@ def test_spark_submit_sh_reads_every_value_back_through_the_shell(tmp_path, monk
     import pyspark
 
     from custseg.runtime.jars import ensure_delta_jars
+    from custseg.runtime.spark_conf import LAUNCH_CONF
 
     cds, dist = tmp_path / "cds 'x'", tmp_path / "dist $HOME"
     monkeypatch.setenv("CUSTSEG_CDS_DIR", str(cds))
@@ -102,7 +104,9 @@ def test_spark_submit_sh_reads_every_value_back_through_the_shell(tmp_path, monk
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"archive")
     script = (f'eval "$("{sys.executable}" -m custseg.runtime.submit "$0" jobs/ingest.py)"; '
-              'printf "%s\\n" "$ZIP" "$JARS" "$SPARK_HOME" "$CDS"')
+              'printf "%s\\n" "$ZIP" "$JARS" "$SPARK_HOME" "$CDS" "${CONF[@]}"')
+    conf = [a for k, v in LAUNCH_CONF.items() for a in ("--conf", f"{k}={v}")]
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in conf
     for mode, cds_option in (("client", f'"-XX:SharedArchiveFile={archive}" -Xlog:cds*=off'),
                              ("cluster", "")):
         monkeypatch.setenv("DEPLOY_MODE", mode)
@@ -110,4 +114,5 @@ def test_spark_submit_sh_reads_every_value_back_through_the_shell(tmp_path, monk
                              check=True).stdout.split("\n")
         assert out[:4] == [str(dist / "custseg.zip"), ",".join(jars),
                            os.path.dirname(pyspark.__file__), cds_option], mode
+        assert out[4:-1] == conf
         assert (dist / "custseg.zip").is_file()

@@ -12,17 +12,9 @@ from pyspark.sql import SparkSession
 from custseg.config import Config
 from custseg.runtime import class_archive
 from custseg.runtime.jars import ensure_delta_jars
+from custseg.runtime.spark_conf import LAUNCH_CONF
 
-DELTA_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-}
 SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
-# Spark keeps the classes it generates for queries and expressions in a cache of 100 by
-# default, and one run plans about a thousand distinct ones, so it compiled many of them again:
-# on an 800-customer run, 1,608 compilations (42.6 s of Janino) against 1,012 (24.1 s) with
-# room for all. Static: it is set where a JVM starts (here, spark-submit.sh, a Connect server).
-CODEGEN_CACHE = {"spark.sql.codegen.cache.maxEntries": "2000"}
 
 
 def is_classic(spark: object) -> bool:
@@ -136,11 +128,9 @@ def build_spark(cfg: Config, log_file: str | None = None,
         .config("spark.driver.memory", sc["driver_memory"])
         .config("spark.sql.shuffle.partitions", str(sc["shuffle_partitions"]))
         .config("spark.ui.enabled", str(sc["ui_enabled"]).lower())
-        .config("spark.sql.session.timeZone", "UTC")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
     )
-    for key, value in {**DELTA_CONF, **CODEGEN_CACHE, **sql_defaults(sc)}.items():
+    for key, value in {**LAUNCH_CONF, **sql_defaults(sc)}.items():
         builder = builder.config(key, value)
     for key, value in sc["conf"].items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
