@@ -1,6 +1,7 @@
-"""The Spark settings of every JVM custseg launches: its own sessions, ``spark-submit.sh``'s
-jobs and the tests' Connect server. Apart from ``session`` so that ``spark-submit.sh`` reads
-them without importing pyspark."""
+"""The Spark settings the JVMs custseg launches start with: ``LAUNCH_CONF`` for its own
+sessions and ``spark-submit.sh``'s jobs, the Delta and generated-class parts for the tests'
+Connect server. Apart from ``session`` so that ``spark-submit.sh`` reads them without
+importing pyspark."""
 
 from __future__ import annotations
 
