@@ -198,6 +198,30 @@ def test_fact_constraints_reject_bad_rows(spark, refined):
     assert lakehouse.read(spark, path).count() == 7
 
 
+def test_the_fact_table_equals_one_given_its_constraints_by_alter_table(spark, tmp_path):
+    """Constraints given at creation make the table that ``ADD CONSTRAINT`` makes."""
+    from custseg.stages.refine import FACT_STATS_COLUMNS
+
+    made = str(tmp_path / "made")
+    ensure_fact_table(spark, made)
+    altered = str(tmp_path / "altered")
+    columns = ", ".join(f"{f.name} {f.dataType.simpleString()}"
+                        f"{'' if f.nullable else ' NOT NULL'}" for f in silver.FACT_SCHEMA.fields)
+    spark.sql(f"CREATE TABLE delta.`{altered}` ({columns}) USING delta TBLPROPERTIES "
+              f"('delta.dataSkippingStatsColumns' = '{FACT_STATS_COLUMNS}')")
+    for name, check in (("quantity_positive", "quantity > 0"),
+                        ("unit_price_positive", "unit_price > 0")):
+        spark.sql(f"ALTER TABLE delta.`{altered}` ADD CONSTRAINT {name} CHECK ({check})")
+
+    def detail(path):
+        d = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+        return (d["properties"], d["minReaderVersion"], d["minWriterVersion"],
+                sorted(d["tableFeatures"]), lakehouse.read(spark, path).schema)
+
+    assert detail(made) == detail(altered)
+    assert lakehouse.version(spark, made) == 0  # one commit
+
+
 def test_time_travel(spark, refined):
     from delta.tables import DeltaTable
 
