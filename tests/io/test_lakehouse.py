@@ -7,6 +7,7 @@ import shutil
 import threading
 
 from pyspark.errors import AnalysisException
+from pyspark.sql import functions as F
 
 from custseg.io import lakehouse
 
@@ -71,14 +72,32 @@ def test_column_stats_stay_off_until_the_last_of_overlapping_writes_ends(spark, 
     assert spark.conf.get(lakehouse.STATS_DEFAULT, None) is None
 
 
-def test_row_counts_count_each_table_in_order(spark, tmp_path):
-    from pyspark.sql import functions as F
+def test_row_counts_read_a_whole_overwrite_from_its_commit_and_count_the_rest(spark, tmp_path):
+    """Rows worked out from the writes: an overwrite's own figure in its commit, read with no
+    Spark job; an append, a partial overwrite or a commit without metrics counted."""
+    def write(n, name, mode="overwrite", **options):
+        (spark.range(n).withColumn("p", F.lit(1)).write.format("delta").mode(mode)
+         .options(**options).partitionBy("p").save(str(tmp_path / name)))
+        return str(tmp_path / name)
 
-    sizes = [7, 0, 12, 1]
-    paths = [str(tmp_path / f"t{i}") for i in range(len(sizes))]
-    for n, path in zip(sizes, paths, strict=True):
-        spark.range(n).write.format("delta").save(path)
-    assert lakehouse.row_counts(spark, paths) == sizes
-    # ids below 5: 5, 0, 5 and 1 of them
-    assert lakehouse.row_counts(spark, paths, F.col("id") < 5) == [5, 0, 5, 1]
+    whole = [write(7, "a"), write(0, "b"), write(12, "c")]
+    write(5, "c")  # overwritten again: 5 rows now, not 12 + 5
+    spark.sparkContext.setJobGroup("row-counts", "the overwrites' counts")
+    try:
+        assert lakehouse.row_counts(spark, whole) == [7, 0, 5]
+        assert spark.sparkContext.statusTracker().getJobIdsForGroup("row-counts") == []
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    created = write(3, "created", mode="errorifexists")
+    appended = write(4, "appended")
+    write(2, "appended", mode="append")  # its commit wrote 2 of the 6 rows
+    partial = write(6, "partial")
+    write(1, "partial", replaceWhere="p = 1 AND id < 3")  # 1 of 4 rows: 3 replaced by 1
+    spark.conf.set("spark.databricks.delta.history.metricsEnabled", "false")
+    try:
+        silent = write(8, "silent")
+    finally:
+        spark.conf.unset("spark.databricks.delta.history.metricsEnabled")
+    assert lakehouse.row_counts(spark, [created, appended, whole[2], partial, silent]) == [
+        3, 6, 5, 4, 8]
     assert lakehouse.row_counts(spark, []) == []

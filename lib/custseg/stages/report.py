@@ -87,7 +87,7 @@ def refresh_customer_report(spark: SparkSession, root: str) -> int | None:
     done = _replace(spark, root, {"report_customers": reports["report_customers"]})
     if done["report_customers"] is not None:
         return None
-    return lakehouse.read(spark, lakehouse.table_path(root, "gold", "report_customers")).count()
+    return lakehouse.row_counts(spark, [lakehouse.table_path(root, "gold", "report_customers")])[0]
 
 
 def report(spark: SparkSession, root: str, cfg: Config | None = None) -> StageSummary:
