@@ -82,12 +82,18 @@ def test_row_counts_read_a_whole_overwrite_from_its_commit_and_count_the_rest(sp
 
     whole = [write(7, "a"), write(0, "b"), write(12, "c")]
     write(5, "c")  # overwritten again: 5 rows now, not 12 + 5
-    spark.sparkContext.setJobGroup("row-counts", "the overwrites' counts")
+    sc = spark.sparkContext
+    # setJobGroup sets these three for every later job of this thread (with interruptOnCancel
+    # false, which would keep a later test's cancelled tasks running): put them back after
+    group = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+    before = {key: sc.getLocalProperty(key) for key in group}
+    sc.setJobGroup("row-counts", "the overwrites' counts")
     try:
         assert lakehouse.row_counts(spark, whole) == [7, 0, 5]
-        assert spark.sparkContext.statusTracker().getJobIdsForGroup("row-counts") == []
+        assert sc.statusTracker().getJobIdsForGroup("row-counts") == []
     finally:
-        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        for key, value in before.items():
+            sc.setLocalProperty(key, value)
     created = write(3, "created", mode="errorifexists")
     appended = write(4, "appended")
     write(2, "appended", mode="append")  # its commit wrote 2 of the 6 rows
