@@ -1,5 +1,6 @@
 """Files beside the Delta tables (the run lock, the dashboard page, a remote input's listing, a
-table's ``_delta_log`` listing) through one interface, wherever the lakehouse lives.
+table's ``_delta_log`` listing and latest commit) through one interface, wherever the lakehouse
+lives.
 
 A local path uses the standard library. A URI goes to ``pyarrow.fs`` with the same code under a
 classic session and under Spark Connect (no py4j): Hadoop's scheme names are mapped to its own
