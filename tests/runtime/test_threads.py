@@ -24,31 +24,52 @@ def test_results_come_back_in_the_order_given(spark):
     assert got == [10, 20, 30]
 
 
-def test_a_signal_while_waiting_cancels_the_jobs_of_every_thread(spark):
-    """Each thread blocks in a Spark job whose task sleeps a minute; a signal lands in the
-    waiting thread after two seconds. The signal's error comes out seconds later, not after the
-    minute, and only once both threads and their jobs have ended."""
+class Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
+
+def _sleeper(spark):
+    """A Spark job of one task that sleeps a minute, collected."""
+    return spark.range(1).selectExpr(
+        f"reflect('java.lang.Thread', 'sleep', cast({SLEEP_MS} as bigint))").collect()
+
+
+def _python_then_sleeper(spark):
+    """Python work first, so that the signal lands before this thread's job is submitted."""
+    time.sleep(1.5)
+    return _sleeper(spark)
+
+
+def _job_python_then_sleeper(spark):
+    """A short job, Python work, then the long job: the signal lands between the two jobs."""
+    spark.range(3).count()
+    return _python_then_sleeper(spark)
+
+
+@pytest.mark.parametrize(("tasks", "signal_after_s"), [
+    ((_sleeper, _sleeper), 2.0),
+    ((_sleeper, _python_then_sleeper), 0.5),
+    ((_job_python_then_sleeper, _python_then_sleeper), 0.5),
+], ids=["both-in-their-jobs", "one-before-its-job", "between-jobs-and-before"])
+def test_a_signal_while_waiting_cancels_the_jobs_of_every_thread(spark, tasks, signal_after_s):
+    """Each thread ends in a Spark job whose task sleeps a minute; a signal lands in the waiting
+    thread while the threads are in their jobs, or before a thread has submitted its job. The
+    signal's error comes out seconds later, not after the minute, and only once every thread
+    and its jobs have ended."""
 
     def on_alarm(signum, frame):
         raise Stop()
-
-    def sleeper():  # one row, collected
-        return spark.range(1).selectExpr(
-            f"reflect('java.lang.Thread', 'sleep', cast({SLEEP_MS} as bigint))").collect()
 
     workers = _workers()
     before = signal.signal(signal.SIGALRM, on_alarm)
     started = time.monotonic()
     try:
-        signal.alarm(2)
+        signal.setitimer(signal.ITIMER_REAL, signal_after_s)
         with pytest.raises(Stop):
-            threads.run_all([sleeper, sleeper])
+            threads.run_all([lambda t=t: t(spark) for t in tasks])
         running = (_workers(), spark.sparkContext.statusTracker().getActiveJobsIds())
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, before)
     assert running == (workers, [])
     assert time.monotonic() - started < SLEEP_MS / 1000 / 2
