@@ -24,6 +24,16 @@ def test_results_come_back_in_the_order_given(spark):
     assert got == [10, 20, 30]
 
 
+def test_every_thread_has_the_callers_session_as_its_active_one(spark):
+    """As in the caller's thread: the registry picks its classic or Connect route by the
+    active session, and a thread with none took the Connect one."""
+    from pyspark.sql import SparkSession
+
+    got = threads.run_all([SparkSession.getActiveSession] * 3)
+    assert [s is not None and s._jsparkSession.equals(spark._jsparkSession) for s in got] == [
+        True, True, True]
+
+
 class Stop(Exception):
     pass
 
