@@ -14,7 +14,7 @@ from custseg.config import Config
 from custseg.errors import ConfigError
 from custseg.io import lakehouse, storage
 from custseg.runtime import logs
-from custseg.runtime.session import is_classic
+from custseg.runtime.session import active_is_classic
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -121,9 +121,8 @@ def save_spark_model(model: PipelineModel, path: str) -> None:
     """
     import mlflow.spark
     from mlflow.models import Model
-    from pyspark.sql import SparkSession
 
-    if is_classic(SparkSession.getActiveSession()):
+    if active_is_classic():
         mlflow.spark.save_model(model, path, pip_requirements=_requirements())
         return
     staging = _staging()
@@ -142,9 +141,8 @@ def load_spark_model(model_uri: str) -> PipelineModel:
     import mlflow.artifacts
     import mlflow.spark
     from pyspark.ml import PipelineModel
-    from pyspark.sql import SparkSession
 
-    if is_classic(SparkSession.getActiveSession()):
+    if active_is_classic():
         with logs.notices_to_file():
             return mlflow.spark.load_model(model_uri)
     local = mlflow.artifacts.download_artifacts(model_uri)

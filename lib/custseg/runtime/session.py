@@ -23,6 +23,15 @@ def is_classic(spark: object) -> bool:
     return spark is not None and not type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def active_is_classic() -> bool:
+    """True when this process's session is a classic one, in any thread. A classic session is
+    active only in the JVM thread that made it, so ``getActiveSession`` finds none in a new
+    thread; ``active`` falls back to the default session there."""
+    from pyspark.sql import SparkSession
+
+    return is_classic(SparkSession.active())
+
+
 def parallelism(spark: SparkSession) -> int:
     """Tasks that keep the cluster's cores busy: the default parallelism of a classic session,
     the shuffle partitions over Spark Connect."""

@@ -17,7 +17,7 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
 
     Threads are pyspark's ``InheritableThread``, so each carries the caller's Spark local
     properties (the stage tag and job descriptions the event logs and the Spark UI show), or
-    over Spark Connect the session's tags; each has the caller's session as its active one.
+    over Spark Connect the session's tags.
     """
     if len(tasks) <= 1:
         return [task() for task in tasks]
@@ -34,7 +34,8 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
 
     def runner(i: int) -> Callable[[], None]:
         def run() -> None:
-            _make_active(active, remote)
+            if remote:  # pyspark.ml over Connect finds its session as the thread's active one
+                type(active)._set_default_and_active_session(active)
             try:
                 results[i] = tasks[i]()
             except BaseException as exc:  # re-raised in the caller's thread
@@ -54,21 +55,6 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
         if error is not None:
             raise error
     return results  # type: ignore[return-value]
-
-
-def _make_active(spark: object, remote: dict) -> None:
-    """Make the caller's session the thread's active one, as in the caller's thread: code that
-    asks for the active session (pyspark.ml over Connect, the registry's classic or Connect
-    route) would otherwise find none in a new thread, or whichever session the JVM thread it
-    got last held."""
-    if spark is None:
-        return
-    if remote:
-        type(spark)._set_default_and_active_session(spark)
-    else:  # as pyspark's createDataFrame does (pyspark 4.1.x)
-        jvm = spark._jvm  # type: ignore[attr-defined]
-        type(spark)._get_j_spark_session_class(jvm).setActiveSession(
-            spark._jsparkSession)  # type: ignore[attr-defined]
 
 
 def _cancel_until_done(spark: object, threads: Sequence[threading.Thread]) -> None:
