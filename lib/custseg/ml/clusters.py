@@ -275,7 +275,9 @@ def stability(sample: DataFrame, resampled: dict[int, list[Model]]) -> dict[int,
             .groupBy("k", "pair", "a", "b").count().collect())  # at most k x k cells a pair
     out: dict[int, float] = {}
     for k in resampled:
-        pairs = {r["pair"] for r in rows if r["k"] == k}
+        # in a fixed order: summed in a set's order, which Python's string hashing changes
+        # from one process to the next, the mean moved in its last bit between runs
+        pairs = sorted({r["pair"] for r in rows if r["k"] == k})
         aris = [adjusted_rand_index([(int(r["a"]), int(r["b"]), r["count"]) for r in rows
                                      if r["k"] == k and r["pair"] == p]) for p in pairs]
         out[k] = sum(a if a is not None else 1.0 for a in aris) / len(aris)
