@@ -260,12 +260,21 @@ def _hostile(value):
 
 
 def test_text_from_the_data_is_shown_as_text_and_never_runs(browser_page, built, spark,
-                                                            tmp_path):
+                                                            tmp_path, monkeypatch):
+    from pyspark import StorageLevel
+
     from custseg.config import load_config
     from custseg.dashboard import collect, render
 
     settings = load_config(overrides=FAST)
+    kept = []
+    frame = type(spark.range(1))  # the session's own DataFrame class
+    persist = frame.persist
+    monkeypatch.setattr(frame, "persist", lambda df, *a: kept.append(df) or persist(df, *a))
     page_data = collect.collect(spark, built["root"], settings)
+    monkeypatch.undo()
+    # what collect cached for its sections' repeated queries is released when it returns
+    assert kept and all(df.storageLevel == StorageLevel.NONE for df in kept)
     page_data.sections = _hostile(page_data.sections)
     out = tmp_path / "hostile.html"
     out.write_text(render.render(page_data, settings), encoding="utf-8")

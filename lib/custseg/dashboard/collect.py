@@ -77,6 +77,27 @@ def _table(spark: SparkSession, root: str, layer: str, name: str) -> DataFrame |
     return lakehouse.read(spark, path) if lakehouse.exists(spark, path) else None
 
 
+class _Held:
+    """DataFrames a section queries several times, cached until ``collect`` ends. Every query
+    of a Delta table first runs a Spark job that lists the table's files; queries of a cached
+    DataFrame read the cache instead. Only a date's rows or a small table are held, never a
+    whole customer-level history."""
+
+    def __init__(self) -> None:
+        self._held: list[DataFrame] = []
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        """``df``, cached (filled by its first query)."""
+        df = df.persist()
+        self._held.append(df)
+        return df
+
+    def release(self) -> None:
+        """Unpersist every DataFrame kept."""
+        for df in self._held:
+            df.unpersist()
+
+
 def _rows(df: DataFrame) -> list[dict]:
     """Rows of a small result: callers pass aggregates, limits or the bounded scatter sample."""
     return [r.asDict() for r in df.collect()]
@@ -143,8 +164,8 @@ def _sales(spark: SparkSession, root: str, cfg: Config) -> dict:
 
 
 def _segments(rfm: DataFrame, as_of: dt.date,
-              predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
-    now = insights.at(rfm, as_of)
+              predicted: tuple[DataFrame, dt.date, int] | None, held: _Held) -> dict:
+    now = held.keep(insights.at(rfm, as_of))
     same_day = predicted[0] if predicted is not None and predicted[1] == as_of else None
     total = now.agg(F.sum("monetary")).first()[0] or 1.0
     seg = (now.groupBy("segment").agg(F.count("*").alias("customers"),
@@ -162,7 +183,7 @@ def _segments(rfm: DataFrame, as_of: dt.date,
 
 
 def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
-              cfg: Config) -> dict:
+              cfg: Config, held: _Held) -> dict:
     out: dict[str, Any] = {}
     profiles = _table(spark, root, "gold", CLUSTER_PROFILES)
     if profiles is not None:
@@ -170,6 +191,7 @@ def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
                                 .orderBy(F.desc("share_revenue")))
     selection = _table(spark, root, "gold", CLUSTER_SELECTION)
     if selection is not None:
+        selection = held.keep(selection)
         latest = selection.where(F.col("as_of") <= F.lit(as_of)).agg(F.max("as_of")).first()[0]
         if latest is not None:
             out["selection_as_of"] = latest
@@ -177,9 +199,10 @@ def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
                                      .orderBy("k"))
     assigned = _table(spark, root, "gold", CUSTOMER_CLUSTERS)
     if assigned is not None:
-        joined = (rfm.where(F.col("as_of") == F.lit(as_of))
-                  .join(assigned.where(F.col("as_of") == F.lit(as_of))
-                        .select("customer_id", "cluster", "cluster_name"), "customer_id"))
+        joined = held.keep(rfm.where(F.col("as_of") == F.lit(as_of))
+                           .join(assigned.where(F.col("as_of") == F.lit(as_of))
+                                 .select("customer_id", "cluster", "cluster_name"),
+                                 "customer_id"))
         n = joined.count()
         want = cfg["dashboard"]["scatter_sample"]
         fraction = min(1.0, 1.2 * want / n) if n else 1.0
@@ -192,7 +215,7 @@ def _clusters(spark: SparkSession, root: str, rfm: DataFrame, as_of: dt.date,
     return out
 
 
-def _predictions(spark: SparkSession, root: str, cfg: Config
+def _predictions(spark: SparkSession, root: str, cfg: Config, held: _Held
                  ) -> tuple[DataFrame, dt.date, int] | None:
     """gold/clv_predictions at its latest as-of date, for the configured horizon when present
     (else the shortest)."""
@@ -200,14 +223,14 @@ def _predictions(spark: SparkSession, root: str, cfg: Config
     if preds is None:
         return None
     as_of = _latest(preds)
-    at = preds.where(F.col("as_of") == F.lit(as_of))
+    at = held.keep(preds.where(F.col("as_of") == F.lit(as_of)))
     horizons = sorted(r[0] for r in at.select("horizon_days").distinct().collect())  # a few
     h = cfg["clv"]["horizon_days"] if cfg["clv"]["horizon_days"] in horizons else horizons[0]
     return at.where(F.col("horizon_days") == h), as_of, h
 
 
 def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
-           predicted: tuple[DataFrame, dt.date, int] | None) -> dict:
+           predicted: tuple[DataFrame, dt.date, int] | None, held: _Held) -> dict:
     out: dict[str, Any] = {}
     if predicted is not None:
         at, as_of, h = predicted
@@ -225,17 +248,18 @@ def _value(spark: SparkSession, root: str, rfm: DataFrame, cfg: Config,
         out["retain"] = _rows(insights.customers_to_retain(
             segments, at, cfg["dashboard"]["top_customers"],
             cfg["dashboard"]["retain_segments"]))
-    out.update(_backtest(spark, root))
+    out.update(_backtest(spark, root, held))
     return out
 
 
-def _backtest(spark: SparkSession, root: str) -> dict:
+def _backtest(spark: SparkSession, root: str, held: _Held) -> dict:
     """The latest backtest: each model's mean over the origins (or its one origin), the served
     spend model's deciles at the evaluation date, and the BTYD calibration."""
     deciles = _table(spark, root, "gold", "clv_backtest_deciles")
     backtest = _table(spark, root, "gold", "clv_backtest")
     if deciles is None or backtest is None:
         return {}
+    backtest = held.keep(backtest)  # a few rows per model and origin
     when = _latest(backtest)
     bt = backtest.where(F.col("as_of") == F.lit(when))
     h = bt.agg(F.max("horizon_days")).first()[0]
@@ -282,13 +306,14 @@ def _changes(spark: SparkSession, root: str, rfm: DataFrame, dates: list[dt.date
             "flags": [vars(c) for c in checks]}
 
 
-def _quality(spark: SparkSession, root: str) -> dict:
+def _quality(spark: SparkSession, root: str, held: _Held) -> dict:
     out: dict[str, Any] = {}
     q = _table(spark, root, "silver", QUARANTINE)
     if q is not None:
         out["reasons"] = _rows(q.groupBy("reason").count().orderBy(F.desc("count"), "reason"))
     log = _table(spark, root, "silver", REFINE_LOG)
     if log is not None:
+        log = held.keep(log)  # one row per batch
         out["batches"] = log.count()
         out["recent"] = _rows(log.orderBy(F.desc("refined_at")).limit(10))
         out["totals"] = log.agg(*[F.sum(c).alias(c) for c in (
@@ -331,18 +356,22 @@ def collect(spark: SparkSession, root: str, cfg: Config) -> Page:
                          "'custseg report' (or 'custseg run') first")
     work: dict[str, Callable[[], Any]] = {"kpis": lambda: kpis(transactions, customers),
                                           "sales": lambda: _sales(spark, root, cfg)}
-    rfm = _table(spark, root, "gold", RFM_SEGMENTS)
-    if rfm is not None:
-        dates = drift.as_of_dates(rfm)
-        predicted = _predictions(spark, root, cfg)
-        work["segments"] = lambda: _segments(rfm, dates[-1], predicted)
-        work["clusters"] = lambda: _clusters(spark, root, rfm, dates[-1], cfg)
-        work["value"] = lambda: _value(spark, root, rfm, cfg, predicted)
-        if len(dates) >= 2:
-            work["changes"] = lambda: _changes(spark, root, rfm, dates, cfg, predicted)
-        work["audiences"] = lambda: _audiences(spark, root, dates[-1], cfg)
-    work["quality"] = lambda: _quality(spark, root)
-    done = dict(zip(work, run_all(list(work.values())), strict=True))
+    held = _Held()
+    try:
+        rfm = _table(spark, root, "gold", RFM_SEGMENTS)
+        if rfm is not None:
+            dates = drift.as_of_dates(rfm)
+            predicted = _predictions(spark, root, cfg, held)
+            work["segments"] = lambda: _segments(rfm, dates[-1], predicted, held)
+            work["clusters"] = lambda: _clusters(spark, root, rfm, dates[-1], cfg, held)
+            work["value"] = lambda: _value(spark, root, rfm, cfg, predicted, held)
+            if len(dates) >= 2:
+                work["changes"] = lambda: _changes(spark, root, rfm, dates, cfg, predicted)
+            work["audiences"] = lambda: _audiences(spark, root, dates[-1], cfg)
+        work["quality"] = lambda: _quality(spark, root, held)
+        done = dict(zip(work, run_all(list(work.values())), strict=True))
+    finally:
+        held.release()
     page = Page(kpis=done.pop("kpis"),
                 generated=dt.datetime.now().isoformat(sep=" ", timespec="seconds"),
                 root=lakehouse.normalise_root(root))
