@@ -223,6 +223,38 @@ def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):
         assert df.agg(even_cuts(F.col("v"), parts, 5000)).first()[0] == expected
 
 
+
+def test_bucketizer_buckets_as_numpy_and_sends_its_splits_at_once(spark, monkeypatch):
+    import py4j.clientserver
+
+    from custseg.ml.quantiles import bucketizer
+
+    fine = [-np.inf, *np.linspace(-50.0, 50.0, 999).tolist(), np.inf]
+    splits = [[-np.inf, -2.5, -0.0, 1e-05, 3.0, 1e22, np.inf], [-np.inf, 10.0, np.inf], fine]
+    values = [-1e300, -2.5, -2.4999999999999996, -0.0, 0.0, 1e-05, 2.9999999999999996, 3.0,
+              0.1 + 0.2, 1e22, 1e300, 10.0, -50.0, 49.9]
+    df = spark.createDataFrame([(v, v, v) for v in values], "a double, b double, c double")
+    calls = []
+    send = py4j.clientserver.ClientServerConnection.send_command
+    monkeypatch.setattr(py4j.clientserver.ClientServerConnection, "send_command",
+                        lambda self, command: calls.append(1) or send(self, command))
+    bucketed = bucketizer(splits, ["a", "b", "c"], ["ba", "bb", "bc"]).transform(df)
+    monkeypatch.undo()
+    assert len(calls) < 50  # a Python list param costs a call per number: over 1,000 here
+    got = bucketed.select("ba", "bb", "bc").collect()
+
+    def java_order(x):
+        # doubles as int64 keys in Java's Double.compare order (-0.0 below 0.0), the order of
+        # the binary search that Bucketizer runs
+        bits = np.asarray(x, dtype=float).view(np.int64)
+        return bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+    for i, column in enumerate(splits):
+        # the bucket of a value: the last split at or below it
+        want = np.searchsorted(java_order(column), java_order(values), side="right") - 1
+        assert [int(r[i]) for r in got] == want.tolist(), i
+
+
 def _gg_bins(p: float, q: float, v: float, n: int = 20_000, seed: int = 3):
     """Mean repeat spend of simulated Gamma-Gamma customers, binned as the clv stage bins it,
     and their unbinned mean."""

@@ -26,13 +26,13 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.ml.feature import Bucketizer, VectorAssembler
+from pyspark.ml.feature import VectorAssembler
 from pyspark.ml.stat import Correlation
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from custseg.ml.clv import TIERS
-from custseg.ml.quantiles import even_cuts
+from custseg.ml.quantiles import bucketizer, even_cuts
 from custseg.transforms.history import customer_sample
 
 BUCKETS = 1000
@@ -143,9 +143,8 @@ def _bucketed(df: DataFrame, columns: dict[str, str], splits: dict[str, list[flo
     """``df`` plus ``_b_{name}``, the bucket of each column (nulls as 0), by binary search."""
     filled = df.select("*", *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(f"_v_{n}")
                               for n, c in columns.items()])
-    return Bucketizer(splitsArray=[splits[n] for n in columns],
-                      inputCols=[f"_v_{n}" for n in columns],
-                      outputCols=[f"_b_{n}" for n in columns]).transform(filled)
+    return bucketizer([splits[n] for n in columns], [f"_v_{n}" for n in columns],
+                      [f"_b_{n}" for n in columns]).transform(filled)
 
 
 def _index(name: str) -> Column:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassificationModel, GBTClassifier
-from pyspark.ml.feature import Bucketizer, SQLTransformer, StringIndexer, VectorAssembler
+from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
@@ -39,7 +39,7 @@ from custseg.config import Config
 from custseg.io.arrow import to_pandas
 from custseg.ml import btyd
 from custseg.ml.clv import EPOCH, KEY, BtydFits, gg_spend, model_features, purchase_table
-from custseg.ml.quantiles import even_cuts
+from custseg.ml.quantiles import bucketizer, even_cuts
 from custseg.runtime.threads import run_all
 
 FAMILIES = ("gbt", "bgnbd_gg", "paretonbd_gg", "past_spend_rate", "blend")
@@ -256,10 +256,9 @@ def fit_intervals(scored: DataFrame, columns: dict[str, str],
     row = scored.agg(*[even_cuts(F.col(c), buckets, 10_000).alias(m)
                        for m, c in columns.items()]).first()
     edges = {m: sorted(set(row[m] or [])) for m in columns}
-    bucketed = Bucketizer(
-        splitsArray=[[float("-inf"), *edges[m], float("inf")] for m in columns],
-        inputCols=list(columns.values()), outputCols=[f"_bucket_{m}" for m in columns],
-        handleInvalid="keep").transform(scored)
+    bucketed = bucketizer(
+        [[float("-inf"), *edges[m], float("inf")] for m in columns], list(columns.values()),
+        [f"_bucket_{m}" for m in columns], handle_invalid="keep").transform(scored)
     exploded = bucketed.select("actual_spend", F.explode(F.array(*[
         F.struct(F.lit(m).alias("m"), F.col(f"_bucket_{m}").cast("int").alias("b"))
         for m in columns])).alias("_x"))
