@@ -160,7 +160,7 @@ def max_bins(train: DataFrame) -> int:
 class _GBTClassificationModel(GBTClassificationModel):
     """pyspark 4.1 made ``trees`` a ``cached_property``, and ``Params.params``, which passes
     over plain properties only, reads it as each model is made: a Python wrapper and some
-    hundred py4j calls per tree, 0.15 to 0.23 s a 30-tree model in a warm session. As a
+    hundred py4j calls per tree, 0.15 to 0.29 s a 30-tree model in a warm session. As a
     property again, the trees are wrapped only when read; the Java model is the same."""
 
     @property
