@@ -223,7 +223,6 @@ def test_even_cuts_equal_percentile_approx_with_a_python_list(spark):
         assert df.agg(even_cuts(F.col("v"), parts, 5000)).first()[0] == expected
 
 
-
 def test_bucketizer_buckets_as_numpy_and_sends_its_splits_at_once(spark, monkeypatch):
     import py4j.clientserver
 
