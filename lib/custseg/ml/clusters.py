@@ -170,14 +170,21 @@ def kmeans_input(points: DataFrame, rows: int) -> DataFrame:
 
 def estimator(algorithm: str, k: int, seed: int, max_iter: int,
               prediction: str = "raw_cluster") -> Estimator:
-    """The Spark MLlib clustering estimator of ``cluster.algorithm``."""
+    """The Spark MLlib clustering estimator of ``cluster.algorithm``.
+
+    KMeans is given the row solver by name. Its default, ``auto``, runs a summary query of the
+    input (the sample's shuffle and sort again) on every fit only to pick a solver, and Spark
+    4.1 picks row for any input with at least as many rows as features: it compares the sum
+    of the indices of the features with a non-zero value, not their counts, with half the
+    input's cells.
+    """
     common = {"k": k, "seed": seed, "maxIter": max_iter, "featuresCol": "features",
               "predictionCol": prediction}
     if algorithm == "bisecting_kmeans":
         return BisectingKMeans(**common)
     if algorithm == "gaussian_mixture":
         return GaussianMixture(**common, probabilityCol=f"{prediction}_probability")
-    return KMeans(**common)
+    return KMeans(**common, solver="row")
 
 
 def fit_input(points: DataFrame, algorithm: str, seed: int) -> DataFrame:
