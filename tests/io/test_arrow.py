@@ -3,11 +3,13 @@ row-by-row conversion, which the session keeps (its Arrow setting is off)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from custseg.io.arrow import from_pandas, to_pandas
+from custseg.io.arrow import from_pandas, from_rows, to_pandas
 
 KEYS = "day int, repeat_purchases int, repeat_span_days int, age_days int"
 
@@ -42,3 +44,37 @@ def test_from_pandas_gives_the_rows_and_types_of_the_schema(spark):
     assert sorted(tuple(r) for r in df.collect()) == [(15000, 0, 0, 3, 0.30000000000000004),
                                                       (15031, 7, 300, 301, 1e-300)]
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "false"
+
+
+def _lineage(df) -> str:
+    """The RDDs the JVM runs for ``df``."""
+    return df._jdf.queryExecution().executedPlan().execute().toDebugString()
+
+
+ROWS_SCHEMA = ("as_of date, k int, n long, name string, value double, chosen boolean, "
+               "cut float")
+
+
+def test_from_rows_gives_the_row_by_row_values_without_python_on_the_executors(spark):
+    rows = [(dt.date(2011, 12, 10), 3, 2**40, "Champions", float("nan"), np.bool_(True), 0.5),
+            (dt.date(1970, 1, 1), -1, None, "", -0.0, False, None),
+            (dt.date(2011, 2, 28), None, 0, "Café ✓", np.float64(1e-300), None, -2.25),
+            (None, 2**31 - 1, -(2**63), None, 0.1 + 0.2, True, 3.4e38)]
+    got = from_rows(spark, rows, ROWS_SCHEMA)
+    # the row path takes Python scalars only; numpy ones (as from pandas) are accepted here
+    want = spark.createDataFrame([tuple(v.item() if isinstance(v, np.generic) else v for v in r)
+                                  for r in rows], ROWS_SCHEMA)
+    assert got.dtypes == want.dtypes == [
+        ("as_of", "date"), ("k", "int"), ("n", "bigint"), ("name", "string"),
+        ("value", "double"), ("chosen", "boolean"), ("cut", "float")]
+    # repr: NaN and -0.0 compare as written, not as equal floats
+    assert [repr(tuple(r)) for r in got.collect()] == [repr(tuple(r)) for r in want.collect()]
+    assert "PythonRDD" in _lineage(want)  # the row path maps the rows in Python workers
+    assert "PythonRDD" not in _lineage(got)
+
+
+def test_from_rows_of_nothing_is_an_empty_frame_of_the_schema(spark):
+    empty = from_rows(spark, [], "customer_id int, invoice_date timestamp, amount double")
+    assert empty.dtypes == [("customer_id", "int"), ("invoice_date", "timestamp"),
+                            ("amount", "double")]
+    assert empty.count() == 0

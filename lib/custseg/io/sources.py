@@ -31,6 +31,7 @@ from pyspark.sql import types as T
 from custseg.config import FIELDS, Config, spark_charset
 from custseg.errors import InputError
 from custseg.io import storage
+from custseg.io.arrow import from_rows
 from custseg.io.paths import is_uri
 from custseg.io.preflight import detect_format, map_columns
 from custseg.runtime import session
@@ -362,8 +363,8 @@ def _numbered(raw: DataFrame) -> DataFrame:
         before = seen.get(r["source_file"], 0)
         offsets.append((r["source_file"], r["_part"], r["_first"], before))
         seen[r["source_file"]] = before + r["_n"]
-    table = raw.sparkSession.createDataFrame(
-        offsets, "source_file string, _part long, _first long, _before long")
+    table = from_rows(
+        raw.sparkSession, offsets, "source_file string, _part long, _first long, _before long")
     return (ided.withColumn("_part", part).join(F.broadcast(table), ["source_file", "_part"])
             .withColumn("source_row", F.col("_id") - F.col("_first") + F.col("_before") + 1)
             .drop("_id", "_part", "_first", "_before"))

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg.config import Config
-from custseg.io.arrow import from_pandas, to_pandas
+from custseg.io.arrow import from_pandas, from_rows, to_pandas
 from custseg.ml import btyd
 from custseg.ml.rfm import history_features
 from custseg.transforms.history import History, at_dates, dates_frame
@@ -167,7 +167,7 @@ def purchase_table(spark: SparkSession, keys: pd.DataFrame,
         out[values] = numbers.where(np.isfinite(numbers), 0.0)
         parts.append(from_pandas(spark, out[["day", *KEY, *values]], schema))
     table = (reduce(DataFrame.unionByName, parts) if parts
-             else spark.createDataFrame([], schema))
+             else from_rows(spark, [], schema))
     return table.select(F.date_add(F.lit(EPOCH), F.col("day")).alias("as_of"), *KEY, *values)
 
 
@@ -196,8 +196,8 @@ def btyd_features(spark: SparkSession, summary: DataFrame, horizon_days: int,
     predicted = purchase_table(
         spark, keys, {d: {"bgnbd": f.bgnbd, "paretonbd": f.paretonbd} for d, f in fits.items()},
         horizon_days)
-    spend = spark.createDataFrame(
-        [(d, *f.gammagamma.values(), float(f.population_spend)) for d, f in fits.items()],
+    spend = from_rows(
+        spark, [(d, *f.gammagamma.values(), float(f.population_spend)) for d, f in fits.items()],
         "as_of date, _p double, _q double, _v double, _population double")
     gg = gg_spend(F.col("_p"), F.col("_q"), F.col("_v"), F.col("_population"))
     joined = (summary.join(F.broadcast(predicted), ["as_of", *KEY], "left")

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custseg.io import lakehouse, storage
+from custseg.io.arrow import from_rows
 from custseg.runtime.context import COLUMN, current
 from custseg.runtime.threads import run_all
 
@@ -121,7 +122,7 @@ def replace_tables(
 
 def _record(spark: SparkSession, root: str, rows: list[tuple[str, str, str, float]]) -> None:
     """Append the completed steps to ``ops/stage_runs`` in one commit."""
-    table = spark.createDataFrame(rows, "stage string, scope string, key string, seconds double")
+    table = from_rows(spark, rows, "stage string, scope string, key string, seconds double")
     app_id = f"custseg-{rows[0][0]}-{current()}-{secrets.token_hex(4)}"
     lakehouse.append_once(table.withColumn("finished_at", F.current_timestamp()),
                           lakehouse.table_path(root, *STAGE_RUNS), app_id)

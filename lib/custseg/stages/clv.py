@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
+from custseg.io.arrow import from_rows
 from custseg.io.catalog import CANCELLATIONS, CLV_PREDICTIONS, FACT, SPEND_MODEL, TIER_MODEL
 from custseg.ml import promotion
 from custseg.ml.backtest import Bootstrap, Scores, evaluate
@@ -106,8 +107,8 @@ def _inputs(spark: SparkSession, root: str) -> Inputs:
     fact = lakehouse.read(spark, fact_path)
     cancel_path = lakehouse.table_path(root, "silver", CANCELLATIONS)
     cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
-                     else spark.createDataFrame([], "customer_id int, invoice_date timestamp, "
-                                                    "amount double"))
+                     else from_rows(spark, [], "customer_id int, invoice_date timestamp, "
+                                               "amount double"))
     history = History.of(fact, cancellations).persist()
     row = history.invoices.agg(F.min("invoice_date"), F.max("invoice_date"),
                                F.approx_count_distinct("customer_id")).first()

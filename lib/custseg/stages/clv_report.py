@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from custseg.config import Config
 from custseg.io import lakehouse
-from custseg.io.arrow import to_pandas
+from custseg.io.arrow import from_rows, to_pandas
 from custseg.io.catalog import CLV_PREDICTIONS
 from custseg.ml import btyd, promotion
 from custseg.ml.clv import BASELINES, KEY
@@ -117,15 +117,15 @@ def write_backtest(spark: SparkSession, root: str, origins: list[Origin], p: Pla
     fields = [f.split()[0] for f in BACKTEST_SCHEMA.split(", ")]
     records = [{**{k: None for k in fields}, **r, "as_of": p.evaluation,
                 "horizon_days": p.horizon, "run_id": run_id} for r in rows]
-    df = spark.createDataFrame([tuple(r[k] for k in fields) for r in records], BACKTEST_SCHEMA)
+    df = from_rows(spark, [tuple(r[k] for k in fields) for r in records], BACKTEST_SCHEMA)
     replace_as_of_horizon(df, lakehouse.table_path(root, "gold", BACKTEST), p.evaluation,
                           p.horizon)
     deciles = [(d["decile"], d["customers"], d["mean_predicted"], d["mean_actual"], name,
                 o.day, p.evaluation, p.horizon)
                for o in origins for name, s in o.scores.items() for d in s.deciles]
-    replace_as_of_horizon(spark.createDataFrame(
-        deciles, "decile int, customers long, mean_predicted double, mean_actual double, "
-                 "model string, origin date, as_of date, horizon_days int"),
+    replace_as_of_horizon(from_rows(
+        spark, deciles, "decile int, customers long, mean_predicted double, mean_actual double, "
+                        "model string, origin date, as_of date, horizon_days int"),
         lakehouse.table_path(root, "gold", DECILES), p.evaluation, p.horizon)
     for r in rows:
         tag = f"{r['model']}_{r['origin'] or 'mean'}".replace("-", "")
@@ -219,8 +219,8 @@ def write_calibration(spark: SparkSession, root: str, invoices: DataFrame, origi
     import mlflow
 
     rows = calibration_rows(invoices, origin, p.horizon)
-    df = spark.createDataFrame(
-        [(*r, p.evaluation, p.horizon) for r in rows],
+    df = from_rows(
+        spark, [(*r, p.evaluation, p.horizon) for r in rows],
         "kind string, x int, customers long, expected_bgnbd double, expected_paretonbd double, "
         "actual double, as_of date, horizon_days int")
     replace_as_of_horizon(df, lakehouse.table_path(root, "gold", CALIBRATION), p.evaluation,

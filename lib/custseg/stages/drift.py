@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
+from custseg.io.arrow import from_rows
 from custseg.io.catalog import (
     CLV_PREDICTIONS,
     CUSTOMER_CLUSTERS,
@@ -116,9 +117,9 @@ def _compare_and_write(spark: SparkSession, root: str, cfg: Config, rfm: DataFra
         F.lit(before).alias("from_as_of"), F.lit(after).alias("as_of"), "from_segment",
         "to_segment", "customers", "revenue", F.lit(run_id).alias("run_id")),
         lakehouse.table_path(root, "gold", MIGRATION), after)
-    report = spark.createDataFrame(
-        [(before, after, c.check, c.kind, c.value, c.threshold, c.breach, run_id)
-         for c in checks],
+    report = from_rows(
+        spark, [(before, after, c.check, c.kind, c.value, c.threshold, c.breach, run_id)
+                for c in checks],
         "from_as_of date, as_of date, check string, kind string, value double, "
         "threshold double, breach boolean, run_id string")
     replace_as_of(report, lakehouse.table_path(root, "gold", REPORT), after)

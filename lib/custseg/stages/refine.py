@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError, StageError
 from custseg.io import lakehouse
+from custseg.io.arrow import from_rows
 from custseg.io.catalog import (
     BRONZE,
     CANCELLATIONS,
@@ -141,8 +142,8 @@ def refine_batch(
             f"fact {counts.fact:,} + cancellations {counts.cancellations:,} + "
             f"quarantine {stored_q:,}"
         )
-    log = spark.createDataFrame(
-        [(batch_id, counts.bronze, counts.fact, counts.cancellations, stored_q)],
+    log = from_rows(
+        spark, [(batch_id, counts.bronze, counts.fact, counts.cancellations, stored_q)],
         "batch_id string, bronze_rows long, fact_rows long, cancellation_rows long, "
         "quarantine_rows long",
     ).withColumn("refined_at", F.current_timestamp())

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from custseg.config import Config
 from custseg.errors import InputError
 from custseg.io import lakehouse
+from custseg.io.arrow import from_rows
 from custseg.io.catalog import (
     CANCELLATIONS,
     CLUSTER_PROFILES,
@@ -51,10 +52,10 @@ def resolve_as_of(spark: SparkSession, root: str, cfg: Config, as_of: str | None
 def selection_table(spark: SparkSession, sweep: Sweep, as_of: dt.date) -> DataFrame:
     """One row per k tried: every criterion, whether it is the elbow or the chosen k, and the
     verdict (why the chosen k won; whether another was stable)."""
-    return spark.createDataFrame(
-        [(as_of, k, sweep.algorithm, sweep.wcss.get(k), sweep.silhouette[k],
-          sweep.stability[k], sweep.bic.get(k), k == sweep.elbow_k, k == sweep.chosen_k,
-          sweep.verdicts[k]) for k in sorted(sweep.silhouette)],
+    return from_rows(
+        spark, [(as_of, k, sweep.algorithm, sweep.wcss.get(k), sweep.silhouette[k],
+                 sweep.stability[k], sweep.bic.get(k), k == sweep.elbow_k, k == sweep.chosen_k,
+                 sweep.verdicts[k]) for k in sorted(sweep.silhouette)],
         "as_of date, k int, algorithm string, wcss double, silhouette double, stability double, "
         "bic double, elbow boolean, chosen boolean, verdict string")
 
@@ -169,8 +170,8 @@ def _segments(spark: SparkSession, root: str, cfg: Config, date: dt.date,
     fact = lakehouse.read(spark, lakehouse.table_path(root, "silver", FACT))
     cancel_path = lakehouse.table_path(root, "silver", CANCELLATIONS)
     cancellations = (lakehouse.read(spark, cancel_path) if lakehouse.exists(spark, cancel_path)
-                     else spark.createDataFrame([], "customer_id int, invoice_date timestamp, "
-                                                    "amount double"))
+                     else from_rows(spark, [], "customer_id int, invoice_date timestamp, "
+                                               "amount double"))
     features = customer_features(fact, cancellations, date, cfg["segment"]["windows_days"])
     features = features.persist()
     n = features.count()
@@ -246,8 +247,8 @@ def _write_clusters(spark: SparkSession, root: str, cfg: Config, model: Pipeline
     profile = profiles(assigned, segments, cfg["cluster"]["features"]).persist()
     rows = [r.asDict() for r in profile.collect()]  # one row per cluster (k <= k_max)
     names = name_clusters(rows, *population(segments, cfg["cluster"]["features"]))
-    name_df = spark.createDataFrame([(k, v) for k, v in names.items()],
-                                    "cluster int, cluster_name string")
+    name_df = from_rows(spark, [(k, v) for k, v in names.items()],
+                        "cluster int, cluster_name string")
     replace_as_of(assigned.join(F.broadcast(name_df), "cluster")
                   .select("customer_id", "as_of", "cluster", "cluster_name"),
                   lakehouse.table_path(root, "gold", CUSTOMER_CLUSTERS), date)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from custseg.io.arrow import from_rows
+
 
 def customer_sample(df: DataFrame, rate: float, seed: int) -> DataFrame:
     """The rows of a seeded share ``rate`` of the customers (all rows of each one kept)."""
@@ -72,7 +74,7 @@ class History:
 
 def dates_frame(spark: SparkSession, days: list[dt.date]) -> DataFrame:
     """One row per date, column ``as_of``."""
-    return spark.createDataFrame([(d,) for d in days], "as_of date")
+    return from_rows(spark, [(d,) for d in days], "as_of date")
 
 
 def at_dates(df: DataFrame, days: DataFrame, column: str = "invoice_date") -> DataFrame:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from custseg.io.arrow import from_rows
+
 
 def latest_segments(rfm: DataFrame) -> DataFrame:
     """Each customer's score, segment and tier at the latest as-of date in ``rfm``."""
@@ -132,7 +134,8 @@ def purchase_nature(totals: DataFrame, bulk_min_items: int, reseller_min_items: 
     )
     bounds = {"personal": (0, bulk_min_items - 1), "bulk": (bulk_min_items, reseller_min_items - 1),
               "reseller": (reseller_min_items, None)}
-    classes = F.broadcast(orders.sparkSession.createDataFrame(
+    classes = F.broadcast(from_rows(
+        orders.sparkSession,
         [(c, i, lo, hi) for i, (c, (lo, hi)) in enumerate(bounds.items())],
         "purchase_class string, class_order int, min_items long, max_items long"))
     totals = F.broadcast(orders.agg(F.count("*").alias("_orders"),
