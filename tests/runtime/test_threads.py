@@ -55,31 +55,56 @@ def _job_python_then_sleeper(spark):
     return _python_then_sleeper(spark)
 
 
+def _returns_at_once(spark):
+    return None
+
+
+def _active_jobs(spark) -> list[int]:
+    """The jobs Spark's status tracker lists as running, once it has caught up: it learns of a
+    job's end from the listener bus, after the job's caller has returned. A job that is still
+    running (its task sleeps a minute) stays listed."""
+    deadline = time.monotonic() + 5
+    while (active := list(spark.sparkContext.statusTracker().getActiveJobsIds())) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)  # polls the tracker until the bus has delivered the job's end
+    return active
+
+
 @pytest.mark.parametrize(("tasks", "signal_after_s"), [
     ((_sleeper, _sleeper), 2.0),
     ((_sleeper, _python_then_sleeper), 0.5),
     ((_job_python_then_sleeper, _python_then_sleeper), 0.5),
-], ids=["both-in-their-jobs", "one-before-its-job", "between-jobs-and-before"])
+    ((_python_then_sleeper, _returns_at_once), 0.5),
+], ids=["both-in-their-jobs", "one-before-its-job", "between-jobs-and-before",
+        "the-awaited-one-before-its-job"])
 def test_a_signal_while_waiting_cancels_the_jobs_of_every_thread(spark, tasks, signal_after_s):
-    """Each thread ends in a Spark job whose task sleeps a minute; a signal lands in the waiting
-    thread while the threads are in their jobs, or before a thread has submitted its job. The
-    signal's error comes out seconds later, not after the minute, and only once every thread
-    and its jobs have ended."""
+    """Each thread ends in a Spark job whose task sleeps a minute (or returns at once); a
+    signal lands in the waiting thread while the threads are in their jobs, or before a thread
+    has submitted its job, among them the thread it was waiting for. The signal's error comes
+    out seconds later, not after the minute, and only once every task has returned and no job
+    is left running."""
 
     def on_alarm(signum, frame):
         raise Stop()
 
+    def tracked(task):
+        try:
+            return task(spark)
+        finally:
+            returned.append(task)
+
+    returned: list = []
     workers = _workers()
     before = signal.signal(signal.SIGALRM, on_alarm)
     started = time.monotonic()
     try:
         signal.setitimer(signal.ITIMER_REAL, signal_after_s)
         with pytest.raises(Stop):
-            threads.run_all([lambda t=t: t(spark) for t in tasks])
-        running = (_workers(), spark.sparkContext.statusTracker().getActiveJobsIds())
+            threads.run_all([lambda t=t: tracked(t) for t in tasks])
+        running = (len(returned), _workers(), _active_jobs(spark))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, before)
-    assert running == (workers, [])
+    assert running == (len(tasks), workers, [])
     assert time.monotonic() - started < SLEEP_MS / 1000 / 2
     assert spark.range(5).count() == 5  # the session is still usable

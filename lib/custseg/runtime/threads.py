@@ -32,38 +32,54 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> list[T]:
     results: list[object] = [None] * len(tasks)
     errors: list[BaseException | None] = [None] * len(tasks)
 
+    returned = [threading.Event() for _ in tasks]
+
     def runner(i: int) -> Callable[[], None]:
         def run() -> None:
-            if remote:  # pyspark.ml over Connect finds its session as the thread's active one
-                type(active)._set_default_and_active_session(active)
             try:
+                if remote:  # pyspark.ml over Connect finds its session as the thread's active one
+                    type(active)._set_default_and_active_session(active)
                 results[i] = tasks[i]()
             except BaseException as exc:  # re-raised in the caller's thread
                 errors[i] = exc
+            finally:
+                returned[i].set()
         return run
 
     threads = [InheritableThread(target=runner(i), **remote) for i in range(len(tasks))]
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            thread.join()
+        for done in returned:
+            done.wait()
     except BaseException:  # a stop signal in the waiting thread: end the others' jobs too
-        _cancel_until_done(active, threads)
+        _cancel_until_done(active, returned)
+        _join(threads)
         raise
+    _join(threads)
     for error in errors:
         if error is not None:
             raise error
     return results  # type: ignore[return-value]
 
 
-def _cancel_until_done(spark: object, threads: Sequence[threading.Thread]) -> None:
-    """Cancel the session's jobs until every thread has returned. One cancel is not enough: a
+def _join(threads: Sequence[threading.Thread]) -> None:
+    """Wait for threads whose tasks have returned: only pyspark's clean-up is left in them."""
+    for thread in threads:
+        thread.join()
+
+
+def _cancel_until_done(spark: object, returned: Sequence[threading.Event]) -> None:
+    """Cancel the session's jobs until every task has returned. One cancel is not enough: a
     thread that had not reached its first job when it came, or was between two, submits a job
-    after it, and that job would run to its end."""
-    while alive := [t for t in threads if t.is_alive()]:
+    after it, and that job would run to its end.
+
+    The tasks tell that they returned by an event, not by ``Thread.is_alive``: a ``join`` that
+    a signal interrupts marks the thread it waited for as ended while it still runs (CPython
+    issue 90882, Python 3.11), so that thread's next job escaped the cancels."""
+    while waiting := [done for done in returned if not done.is_set()]:
         _cancel(spark)
-        alive[0].join(CANCEL_EVERY_S)
+        waiting[0].wait(CANCEL_EVERY_S)
 
 
 def _cancel(spark: object) -> None:
